@@ -1,0 +1,36 @@
+# Third-party dependencies: OpenMP, threads, a CBLAS (OpenBLAS from Debian), doctest, and imported targets
+# for cuDNN and NCCL from the CUDA toolkit directories (CMake ships no Find modules for those two).
+find_package(Threads REQUIRED)
+find_package(OpenMP REQUIRED)
+
+find_path(SSLIGHT_CBLAS_INCLUDE cblas.h PATHS /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas
+          /usr/include/x86_64-linux-gnu /usr/include)
+find_library(SSLIGHT_BLAS_LIBRARY NAMES openblas blas PATHS /usr/lib/x86_64-linux-gnu/openblas-pthread)
+if(NOT SSLIGHT_CBLAS_INCLUDE OR NOT SSLIGHT_BLAS_LIBRARY)
+  message(FATAL_ERROR "sslight: a CBLAS (cblas.h + libopenblas) is required: run scripts/install_deps.sh "
+                      "(apt-get install libopenblas-dev)")
+endif()
+add_library(sslight::blas INTERFACE IMPORTED)
+target_include_directories(sslight::blas INTERFACE ${SSLIGHT_CBLAS_INCLUDE})
+target_link_libraries(sslight::blas INTERFACE ${SSLIGHT_BLAS_LIBRARY})
+
+if(CUDAToolkit_FOUND)
+  set(_cuda_libdirs ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_TARGET_DIR}/lib64 ${CUDAToolkit_TARGET_DIR}/lib
+      /usr/lib/x86_64-linux-gnu)
+  find_library(SSLIGHT_CUDNN_LIBRARY cudnn PATHS ${_cuda_libdirs} NO_DEFAULT_PATH)
+  find_path(SSLIGHT_CUDNN_INCLUDE cudnn.h PATHS ${CUDAToolkit_INCLUDE_DIRS} /usr/include NO_DEFAULT_PATH)
+  if(SSLIGHT_CUDNN_LIBRARY AND SSLIGHT_CUDNN_INCLUDE)
+    add_library(sslight::cudnn UNKNOWN IMPORTED)
+    set_target_properties(sslight::cudnn PROPERTIES IMPORTED_LOCATION ${SSLIGHT_CUDNN_LIBRARY}
+                          INTERFACE_INCLUDE_DIRECTORIES ${SSLIGHT_CUDNN_INCLUDE})
+  endif()
+  find_library(SSLIGHT_NCCL_LIBRARY nccl PATHS ${_cuda_libdirs} NO_DEFAULT_PATH)
+  find_path(SSLIGHT_NCCL_INCLUDE nccl.h PATHS ${CUDAToolkit_INCLUDE_DIRS} /usr/include NO_DEFAULT_PATH)
+  if(SSLIGHT_NCCL_LIBRARY AND SSLIGHT_NCCL_INCLUDE)
+    add_library(sslight::nccl UNKNOWN IMPORTED)
+    set_target_properties(sslight::nccl PROPERTIES IMPORTED_LOCATION ${SSLIGHT_NCCL_LIBRARY}
+                          INTERFACE_INCLUDE_DIRECTORIES ${SSLIGHT_NCCL_INCLUDE})
+  endif()
+endif()
+
+find_path(SSLIGHT_DOCTEST_INCLUDE doctest/doctest.h PATHS /usr/include)

@@ -1,0 +1,17 @@
+# Fails when a source file under the project's own folders exceeds LIMIT lines.
+set(bad "")
+file(GLOB_RECURSE files ${ROOT}/engine/* ${ROOT}/kernels/* ${ROOT}/emu/* ${ROOT}/models/* ${ROOT}/ssl/*
+     ${ROOT}/data/* ${ROOT}/apps/* ${ROOT}/tests/*.cpp ${ROOT}/tests/*.h ${ROOT}/bench/*.cpp ${ROOT}/bench/*.cu)
+foreach(f ${files})
+  if(f MATCHES "\\.(h|hpp|cpp|cc|cu|cuh)$")
+    file(STRINGS ${f} lines)
+    list(LENGTH lines n)
+    if(n GREATER LIMIT)
+      string(APPEND bad "  ${f}: ${n} lines\n")
+    endif()
+  endif()
+endforeach()
+if(bad)
+  message(FATAL_ERROR "files over ${LIMIT} lines:\n${bad}")
+endif()
+message(STATUS "all source files within ${LIMIT} lines")

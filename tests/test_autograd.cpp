@@ -1,0 +1,99 @@
+// The tape itself: leaf accumulation, gradients meeting at a tensor, needs-grad masks, no-grad scope,
+// detach, freeing the graph, refusing ops without a backward, backward seeds.
+#include <doctest/doctest.h>
+
+#include "engine/autograd.h"
+#include "tests/compare.h"
+
+using namespace sslight;
+using namespace sslight::test;
+
+TEST_SUITE("cpu") {
+    TEST_CASE("reshape/slice/clone/cast backward route gradients") {
+        Tensor x = random_tensor({4, 3}, 1, DType::f64).requires_grad_();
+        Tensor y = x.slice(1, 3).reshape({6}).clone().to(DType::f32);
+        CHECK(y.requires_grad());
+        y.backward(ones({6}));
+        std::vector<double> g = x.grad().to_vector<double>();
+        for (int i = 0; i < 12; ++i) CHECK(g[i] == ((i >= 3 && i < 9) ? 1.0 : 0.0));
+    }
+
+    TEST_CASE("gradients accumulate into leaves across backward calls, zero_grad resets") {
+        Tensor x = random_tensor({5}, 2, DType::f64).requires_grad_();
+        x.clone().backward(full({5}, 2.0, DType::f64));
+        x.clone().backward(full({5}, 3.0, DType::f64));
+        for (double v : x.grad().to_vector<double>()) CHECK(v == 5.0);
+        x.zero_grad();
+        CHECK(!x.grad().defined());
+    }
+
+    TEST_CASE("two uses of one tensor sum their gradients") {
+        Tensor x = random_tensor({3, 2}, 3, DType::f64).requires_grad_();
+        Tensor a = x.slice(0, 2), b = x.slice(1, 3);
+        // d/dx of (a + b) routed through two slices: the middle row gets both.
+        Tensor y = a.clone();
+        y.backward(ones({2, 2}, DType::f64));
+        b.clone().backward(ones({2, 2}, DType::f64));
+        std::vector<double> g = x.grad().to_vector<double>();
+        CHECK(g == std::vector<double>{1, 1, 2, 2, 1, 1});
+    }
+
+    TEST_CASE("no-grad scope and detach record nothing") {
+        Tensor x = random_tensor({3}, 4).requires_grad_();
+        {
+            NoGradGuard ng;
+            CHECK(!x.clone().requires_grad());
+        }
+        CHECK(x.clone().requires_grad());
+        CHECK(!x.detach().requires_grad());
+        CHECK(x.detach().raw_data() == x.raw_data());
+        CHECK_THROWS_AS(x.detach().backward(ones({3})), AutogradError);
+    }
+
+    TEST_CASE("the graph is freed by backward; a second backward fails clearly") {
+        Tensor x = random_tensor({2}, 5, DType::f64).requires_grad_();
+        Tensor y = x.clone();
+        y.backward(ones({2}, DType::f64));
+        try {
+            y.backward(ones({2}, DType::f64));
+            FAIL("expected AutogradError");
+        } catch (const AutogradError& e) {
+            CHECK(std::string(e.what()).find("freed") != std::string::npos);
+        }
+    }
+
+    TEST_CASE("backward seeds: scalar without argument, shape checked otherwise") {
+        Tensor x = random_tensor({1}, 6, DType::f64).requires_grad_();
+        x.clone().backward();
+        CHECK(x.grad().item() == 1.0);
+        CHECK_THROWS_AS(random_tensor({2}, 7).requires_grad_().clone().backward(), AutogradError);
+        CHECK_THROWS_AS(x.clone().backward(ones({3}, DType::f64)), ShapeError);
+    }
+
+    TEST_CASE("ops without a backward are refused when the graph is built") {
+        Tensor x = random_tensor({2}, 8).requires_grad_();
+        CHECK_THROWS_AS(refuse_grad("argmax", {x}), AutogradError);
+        CHECK_NOTHROW(refuse_grad("argmax", {x.detach()}));
+        NoGradGuard ng;
+        CHECK_NOTHROW(refuse_grad("argmax", {x}));
+    }
+
+    TEST_CASE("needs-grad mask reaches backward") {
+        struct Probe : Node {
+            std::vector<bool> seen;
+            const char* name() const override { return "probe"; }
+            std::vector<Tensor> backward(const std::vector<Tensor>& g, const std::vector<bool>& needs) override {
+                seen = needs;
+                return {needs[0] ? g[0] : Tensor(), needs[1] ? g[0] : Tensor()};
+            }
+        };
+        Tensor a = random_tensor({2}, 9).requires_grad_(), b = random_tensor({2}, 10);
+        Tensor out = empty({2});
+        auto node = std::make_shared<Probe>();
+        record(node, {a, b}, {out});
+        out.backward(ones({2}));
+        CHECK(node->seen == std::vector<bool>{true, false});
+        CHECK(a.grad().defined());
+        CHECK(!b.grad().defined());
+    }
+}

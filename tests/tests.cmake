@@ -1,0 +1,12 @@
+# The test list: one line per tests/test_<name>.cpp with the ctest labels it covers.
+add_engine_test(tensor LABELS cpu emu gpu)
+add_engine_test(autograd LABELS cpu)
+add_engine_test(emu LABELS emu)
+add_engine_test(elementwise LABELS cpu emu gpu)
+add_engine_test(reduce LABELS cpu emu gpu)
+add_engine_test(softmax LABELS cpu emu gpu)
+add_engine_test(layer_norm LABELS cpu emu gpu)
+add_engine_test(matmul LABELS cpu gpu)
+add_engine_test(shape_ops LABELS cpu emu gpu)
+add_engine_test(random LABELS cpu emu gpu)
+add_engine_test(dropout LABELS cpu emu gpu)
