@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Configures and builds sslight into ./build (or $SSLIGHT_BUILD_DIR). Extra arguments go to cmake.
+# CUDA code is compiled when nvcc is found ($CUDA_HOME/bin/nvcc, /usr/local/cuda/bin/nvcc or on PATH).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build="${SSLIGHT_BUILD_DIR:-build}"
+if [[ -z "${CUDA_HOME:-}" && -x /usr/local/cuda/bin/nvcc ]]; then export CUDA_HOME=/usr/local/cuda; fi
+if [[ -n "${CUDA_HOME:-}" ]]; then export PATH="$CUDA_HOME/bin:$PATH"; fi
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >"$build.configure.log" 2>&1 || {
+    cat "$build.configure.log" >&2
+    exit 1
+}
+grep -E "^-- sslight" "$build.configure.log" || true
+cmake --build "$build" -j"$(nproc)"
