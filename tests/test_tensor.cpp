@@ -88,29 +88,27 @@ TEST_SUITE("emu") {
     TEST_CASE("basic kernels: fill, cast, axpy emulated vs CPU") {
         const int64_t n = 1237;  // not a multiple of the block
         std::vector<float> x = random_vector<float>(n, 7, -3, 3), y = random_vector<float>(n, 8);
-        emu::Buffer<float> dx(n), dy(n), dout(n);
-        dx.upload(x);
-        dy.upload(y);
+        emu::Buffer<float> dx(x), dy(y), dout(n);
         kernels::emu::fill(dout.data(), n, 0.25, nullptr);
-        for (float v : dout.download()) REQUIRE(v == 0.25f);
+        for (float v : dout.to_vector()) REQUIRE(v == 0.25f);
 
         kernels::emu::axpy(n, 0.5f, dx.data(), dy.data(), nullptr);
         std::vector<float> ref = y;
         kernels::axpy_cpu(n, 0.5f, x.data(), ref.data());
-        expect_close(dy.download(), ref, tol_emu_f32(), "axpy");
+        expect_close(dy.to_vector(), ref, tol_emu_f32(), "axpy");
 
         emu::Buffer<bf16> db(n);
         kernels::emu::cast(dx.data(), DType::f32, db.data(), DType::bf16, n, nullptr);
         std::vector<bf16> refb(n);
         kernels::cast_cpu(x.data(), DType::f32, refb.data(), DType::bf16, n);
-        std::vector<bf16> gotb = db.download();
+        std::vector<bf16> gotb = db.to_vector();
         for (int64_t i = 0; i < n; ++i) REQUIRE(gotb[i].bits == refb[i].bits);
 
         emu::Buffer<int32_t> di(n);
         kernels::emu::cast(dx.data(), DType::f32, di.data(), DType::i32, n, nullptr);
         std::vector<int32_t> refi(n);
         kernels::cast_cpu(x.data(), DType::f32, refi.data(), DType::i32, n);
-        CHECK(di.download() == refi);
+        CHECK(di.to_vector() == refi);
     }
 }
 #endif
