@@ -115,6 +115,21 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(v);
 }
 
+// Dynamic shared memory (the launch's `smem` bytes) as T*. Kernels use this instead of declaring
+// `extern __shared__ T name[]`, which the host compiler cannot give per-block storage under emulation.
+#ifdef SSLIGHT_EMU
+template <class T>
+inline T* dynamic_smem() {
+    return ::sslight::emu::dynamic_smem<T>();
+}
+#else
+template <class T>
+__device__ __forceinline__ T* dynamic_smem() {
+    extern __shared__ __align__(16) unsigned char ssl_dynamic_smem[];
+    return reinterpret_cast<T*>(ssl_dynamic_smem);
+}
+#endif
+
 inline unsigned grid_1d(int64_t n, int block) {
     int64_t g = (n + block - 1) / block;
     return static_cast<unsigned>(g < 65535 * 16 ? (g < 1 ? 1 : g) : 65535 * 16);
