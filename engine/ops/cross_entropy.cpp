@@ -3,6 +3,7 @@
 // targets and the per-row log-sum-exp (plus sum_c t for soft targets); backward recomputes softmax from them:
 // d/dlogits = (softmax - onehot) g / N or (softmax sum t - t) g / N, d/dtargets = -log_softmax g / N.
 #include "engine/autograd.h"
+#include "engine/ops/dispatch.h"
 #include "engine/ops/softmax.h"
 #include "kernels/softmax.h"
 
@@ -10,31 +11,6 @@ namespace sslight {
 namespace {
 
 using kernels::SoftmaxParams;
-
-// Runs cpu(T{}) (T = float, double) or gpu(T{}, stream) (T = float, bf16) for `t`'s device and dtype; any
-// other dtype is a DTypeError naming the op. A CUDA tensor never falls back to the CPU kernels.
-template <class Cpu, class Gpu>
-void run(const char* op, const Tensor& t, Cpu&& cpu, Gpu&& gpu) {
-    if (t.device().is_cpu()) {
-        if (t.dtype() == DType::f32) return cpu(float{});
-        if (t.dtype() == DType::f64) return cpu(double{});
-        SSL_CHECK_DTYPE(false, op, ": the CPU kernels take f32 or f64, got ", t.str());
-    }
-#ifdef SSLIGHT_WITH_CUDA
-    if (t.dtype() == DType::f32) gpu(float{}, runtime::stream(t.device()));
-    else if (t.dtype() == DType::bf16) gpu(bf16{}, runtime::stream(t.device()));
-    else SSL_CHECK_DTYPE(false, op, ": the CUDA kernels take f32 or bf16, got ", t.str());
-    runtime::after_op(t.device(), op);
-#else
-    (void)gpu;
-    SSL_CHECK_DEVICE(false, op, ": built without CUDA, cannot run on ", t.str());
-#endif
-}
-
-template <class T>
-T* ptr(const Tensor& t) {
-    return t.defined() ? t.data<T>() : nullptr;
-}
 
 // Calls f(L{}) with L the label type (int32_t or int64_t).
 template <class F>
@@ -80,17 +56,17 @@ struct CrossEntropyNode : Node {
         Tensor gy = g[0].dtype() == logits.dtype() ? g[0] : g[0].to(logits.dtype()), dx = empty_like(logits);
         with_labels(labels, [&](auto l) {
             using L = decltype(l);
-            run(
+            ops::dispatch_float(
                 name(), dx,
                 [&](auto t) {
                     using T = decltype(t);
-                    kernels::cross_entropy_bwd_cpu(p, ptr<T>(logits), ptr<L>(labels), ptr<T>(lse), ptr<T>(gy),
-                                                   ptr<T>(dx));
+                    kernels::cross_entropy_bwd_cpu(p, ops::data_or_null<T>(logits), ops::data_or_null<L>(labels), ops::data_or_null<T>(lse), ops::data_or_null<T>(gy),
+                                                   ops::data_or_null<T>(dx));
                 },
                 [&](auto t, kernels::Stream s) {
                     using T = decltype(t);
-                    kernels::cuda::cross_entropy_bwd(p, ptr<T>(logits), ptr<L>(labels), ptr<float>(lse), ptr<T>(gy),
-                                                     ptr<T>(dx), s);
+                    kernels::cuda::cross_entropy_bwd(p, ops::data_or_null<T>(logits), ops::data_or_null<L>(labels), ops::data_or_null<float>(lse), ops::data_or_null<T>(gy),
+                                                     ops::data_or_null<T>(dx), s);
                 });
         });
         return {dx};
@@ -105,17 +81,17 @@ struct CrossEntropySoftNode : Node {
     std::vector<Tensor> backward(const std::vector<Tensor>& g, const std::vector<bool>& needs) override {
         Tensor gy = g[0].dtype() == logits.dtype() ? g[0] : g[0].to(logits.dtype());
         Tensor dx = needs[0] ? empty_like(logits) : Tensor(), dt = needs[1] ? empty_like(targets) : Tensor();
-        run(
+        ops::dispatch_float(
             name(), logits,
             [&](auto t) {
                 using T = decltype(t);
-                kernels::cross_entropy_soft_bwd_cpu(p, ptr<T>(logits), ptr<T>(targets), ptr<T>(lse), ptr<T>(tsum),
-                                                    ptr<T>(gy), ptr<T>(dx), ptr<T>(dt));
+                kernels::cross_entropy_soft_bwd_cpu(p, ops::data_or_null<T>(logits), ops::data_or_null<T>(targets), ops::data_or_null<T>(lse), ops::data_or_null<T>(tsum),
+                                                    ops::data_or_null<T>(gy), ops::data_or_null<T>(dx), ops::data_or_null<T>(dt));
             },
             [&](auto t, kernels::Stream s) {
                 using T = decltype(t);
-                kernels::cuda::cross_entropy_soft_bwd(p, ptr<T>(logits), ptr<T>(targets), ptr<float>(lse),
-                                                      ptr<float>(tsum), ptr<T>(gy), ptr<T>(dx), ptr<T>(dt), s);
+                kernels::cuda::cross_entropy_soft_bwd(p, ops::data_or_null<T>(logits), ops::data_or_null<T>(targets), ops::data_or_null<float>(lse),
+                                                      ops::data_or_null<float>(tsum), ops::data_or_null<T>(gy), ops::data_or_null<T>(dx), ops::data_or_null<T>(dt), s);
             });
         return {dx, dt};
     }
@@ -132,17 +108,17 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
     Tensor lse = empty({p.rows}, stats_dtype(logits), logits.device());
     with_labels(labels, [&](auto l) {
         using L = decltype(l);
-        run(
+        ops::dispatch_float(
             "cross_entropy", logits,
             [&](auto t) {
                 using T = decltype(t);
-                kernels::cross_entropy_fwd_cpu(p, ptr<T>(logits), ptr<L>(labels), ptr<T>(loss), ptr<T>(lse));
+                kernels::cross_entropy_fwd_cpu(p, ops::data_or_null<T>(logits), ops::data_or_null<L>(labels), ops::data_or_null<T>(loss), ops::data_or_null<T>(lse));
             },
             [&](auto t, kernels::Stream s) {
                 using T = decltype(t);
                 Tensor row_loss = empty({p.rows}, DType::f32, logits.device());
-                kernels::cuda::cross_entropy_fwd(p, ptr<T>(logits), ptr<L>(labels), ptr<T>(loss), ptr<float>(lse),
-                                                 ptr<float>(row_loss), s);
+                kernels::cuda::cross_entropy_fwd(p, ops::data_or_null<T>(logits), ops::data_or_null<L>(labels), ops::data_or_null<T>(loss), ops::data_or_null<float>(lse),
+                                                 ops::data_or_null<float>(row_loss), s);
             });
     });
     if (needs_record({logits})) {
@@ -165,18 +141,18 @@ Tensor cross_entropy_soft(const Tensor& logits, const Tensor& targets) {
     Tensor loss = empty({}, logits.dtype(), logits.device());
     Tensor lse = empty({p.rows}, stats_dtype(logits), logits.device());
     Tensor tsum = empty({p.rows}, stats_dtype(logits), logits.device());
-    run(
+    ops::dispatch_float(
         "cross_entropy_soft", logits,
         [&](auto t) {
             using T = decltype(t);
-            kernels::cross_entropy_soft_fwd_cpu(p, ptr<T>(logits), ptr<T>(targets), ptr<T>(loss), ptr<T>(lse),
-                                                ptr<T>(tsum));
+            kernels::cross_entropy_soft_fwd_cpu(p, ops::data_or_null<T>(logits), ops::data_or_null<T>(targets), ops::data_or_null<T>(loss), ops::data_or_null<T>(lse),
+                                                ops::data_or_null<T>(tsum));
         },
         [&](auto t, kernels::Stream s) {
             using T = decltype(t);
             Tensor row_loss = empty({p.rows}, DType::f32, logits.device());
-            kernels::cuda::cross_entropy_soft_fwd(p, ptr<T>(logits), ptr<T>(targets), ptr<T>(loss), ptr<float>(lse),
-                                                  ptr<float>(tsum), ptr<float>(row_loss), s);
+            kernels::cuda::cross_entropy_soft_fwd(p, ops::data_or_null<T>(logits), ops::data_or_null<T>(targets), ops::data_or_null<T>(loss), ops::data_or_null<float>(lse),
+                                                  ops::data_or_null<float>(tsum), ops::data_or_null<float>(row_loss), s);
         });
     if (needs_record({logits, targets})) {
         auto n = std::make_shared<CrossEntropySoftNode>();

@@ -4,37 +4,13 @@
 #include "engine/ops/layer_norm.h"
 
 #include "engine/autograd.h"
+#include "engine/ops/dispatch.h"
 #include "kernels/layer_norm.h"
 
 namespace sslight {
 namespace {
 
 using kernels::LayerNormParams;
-
-// Runs cpu(T{}) (T = float, double) or gpu(T{}, stream) (T = float, bf16) for `t`'s device and dtype; any
-// other dtype is a DTypeError naming the op. A CUDA tensor never falls back to the CPU kernels.
-template <class Cpu, class Gpu>
-void run(const char* op, const Tensor& t, Cpu&& cpu, Gpu&& gpu) {
-    if (t.device().is_cpu()) {
-        if (t.dtype() == DType::f32) return cpu(float{});
-        if (t.dtype() == DType::f64) return cpu(double{});
-        SSL_CHECK_DTYPE(false, op, ": the CPU kernels take f32 or f64, got ", t.str());
-    }
-#ifdef SSLIGHT_WITH_CUDA
-    if (t.dtype() == DType::f32) gpu(float{}, runtime::stream(t.device()));
-    else if (t.dtype() == DType::bf16) gpu(bf16{}, runtime::stream(t.device()));
-    else SSL_CHECK_DTYPE(false, op, ": the CUDA kernels take f32 or bf16, got ", t.str());
-    runtime::after_op(t.device(), op);
-#else
-    (void)gpu;
-    SSL_CHECK_DEVICE(false, op, ": built without CUDA, cannot run on ", t.str());
-#endif
-}
-
-template <class T>
-T* ptr(const Tensor& t) {
-    return t.defined() ? t.data<T>() : nullptr;
-}
 
 void check_param(const Tensor& x, const Tensor& w, const char* what) {
     if (!w.defined()) return;
@@ -55,20 +31,20 @@ struct LayerNormNode : Node {
         Tensor dx = needs[0] ? empty_like(x) : Tensor();
         Tensor dw = needs[1] ? zeros({p.C}, x.dtype(), x.device()) : Tensor();
         Tensor db = needs[2] ? zeros({p.C}, x.dtype(), x.device()) : Tensor();
-        run(
+        ops::dispatch_float(
             "layer_norm", x,
             [&](auto t) {
                 using T = decltype(t);
-                kernels::layer_norm_bwd_cpu(p, ptr<T>(x), ptr<T>(w), ptr<T>(mean), ptr<T>(rstd), ptr<T>(dy),
-                                            ptr<T>(dx), ptr<T>(dw), ptr<T>(db));
+                kernels::layer_norm_bwd_cpu(p, ops::data_or_null<T>(x), ops::data_or_null<T>(w), ops::data_or_null<T>(mean), ops::data_or_null<T>(rstd), ops::data_or_null<T>(dy),
+                                            ops::data_or_null<T>(dx), ops::data_or_null<T>(dw), ops::data_or_null<T>(db));
             },
             [&](auto t, kernels::Stream s) {
                 using T = decltype(t);
                 Tensor work = dw.defined() || db.defined()
                                   ? empty({kernels::layer_norm_bwd_workspace(p)}, DType::f32, x.device())
                                   : Tensor();
-                kernels::cuda::layer_norm_bwd(p, ptr<T>(x), ptr<T>(w), ptr<float>(mean), ptr<float>(rstd), ptr<T>(dy),
-                                              ptr<T>(dx), ptr<T>(dw), ptr<T>(db), ptr<float>(work), s);
+                kernels::cuda::layer_norm_bwd(p, ops::data_or_null<T>(x), ops::data_or_null<T>(w), ops::data_or_null<float>(mean), ops::data_or_null<float>(rstd), ops::data_or_null<T>(dy),
+                                              ops::data_or_null<T>(dx), ops::data_or_null<T>(dw), ops::data_or_null<T>(db), ops::data_or_null<float>(work), s);
             });
         return {dx, dw, db};
     }
@@ -89,17 +65,17 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     p.eps = eps;
     const DType stats = x.device().is_cpu() ? x.dtype() : DType::f32;
     Tensor y = empty_like(x), mean = empty({p.rows}, stats, x.device()), rstd = empty({p.rows}, stats, x.device());
-    run(
+    ops::dispatch_float(
         "layer_norm", x,
         [&](auto t) {
             using T = decltype(t);
-            kernels::layer_norm_fwd_cpu(p, ptr<T>(x), ptr<T>(weight), ptr<T>(bias), ptr<T>(y), ptr<T>(mean),
-                                        ptr<T>(rstd));
+            kernels::layer_norm_fwd_cpu(p, ops::data_or_null<T>(x), ops::data_or_null<T>(weight), ops::data_or_null<T>(bias), ops::data_or_null<T>(y), ops::data_or_null<T>(mean),
+                                        ops::data_or_null<T>(rstd));
         },
         [&](auto t, kernels::Stream s) {
             using T = decltype(t);
-            kernels::cuda::layer_norm_fwd(p, ptr<T>(x), ptr<T>(weight), ptr<T>(bias), ptr<T>(y), ptr<float>(mean),
-                                          ptr<float>(rstd), s);
+            kernels::cuda::layer_norm_fwd(p, ops::data_or_null<T>(x), ops::data_or_null<T>(weight), ops::data_or_null<T>(bias), ops::data_or_null<T>(y), ops::data_or_null<float>(mean),
+                                          ops::data_or_null<float>(rstd), s);
         });
     if (needs_record({x, weight, bias})) {
         auto n = std::make_shared<LayerNormNode>();

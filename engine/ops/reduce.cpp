@@ -8,37 +8,13 @@
 #include <limits>
 
 #include "engine/autograd.h"
+#include "engine/ops/dispatch.h"
 #include "kernels/reduce.h"
 
 namespace sslight {
 namespace {
 
 using kernels::ReduceParams;
-
-// Runs cpu(T{}) (T = float, double) or gpu(T{}, stream) (T = float, bf16) for `t`'s device and dtype; any
-// other dtype is a DTypeError naming the op. A CUDA tensor never falls back to the CPU kernels.
-template <class Cpu, class Gpu>
-void run(const char* op, const Tensor& t, Cpu&& cpu, Gpu&& gpu) {
-    if (t.device().is_cpu()) {
-        if (t.dtype() == DType::f32) return cpu(float{});
-        if (t.dtype() == DType::f64) return cpu(double{});
-        SSL_CHECK_DTYPE(false, op, ": the CPU kernels take f32 or f64, got ", t.str());
-    }
-#ifdef SSLIGHT_WITH_CUDA
-    if (t.dtype() == DType::f32) gpu(float{}, runtime::stream(t.device()));
-    else if (t.dtype() == DType::bf16) gpu(bf16{}, runtime::stream(t.device()));
-    else SSL_CHECK_DTYPE(false, op, ": the CUDA kernels take f32 or bf16, got ", t.str());
-    runtime::after_op(t.device(), op);
-#else
-    (void)gpu;
-    SSL_CHECK_DEVICE(false, op, ": built without CUDA, cannot run on ", t.str());
-#endif
-}
-
-template <class T>
-T* ptr(const Tensor& t) {
-    return t.defined() ? t.data<T>() : nullptr;
-}
 
 Tensor as_dtype(const Tensor& g, DType t) { return g.dtype() == t ? g : g.to(t); }
 
@@ -76,10 +52,10 @@ struct SumNode : Node {
     const char* name() const override { return op; }
     std::vector<Tensor> backward(const std::vector<Tensor>& g, const std::vector<bool>&) override {
         Tensor gy = as_dtype(g[0], dtype), dx = empty(in_shape, dtype, device);
-        run(
-            op, dx, [&](auto t) { kernels::sum_dim_bwd_cpu(p, ptr<decltype(t)>(gy), ptr<decltype(t)>(dx), scale); },
+        ops::dispatch_float(
+            op, dx, [&](auto t) { kernels::sum_dim_bwd_cpu(p, ops::data_or_null<decltype(t)>(gy), ops::data_or_null<decltype(t)>(dx), scale); },
             [&](auto t, kernels::Stream s) {
-                kernels::cuda::sum_dim_bwd(p, ptr<decltype(t)>(gy), ptr<decltype(t)>(dx), scale, s);
+                kernels::cuda::sum_dim_bwd(p, ops::data_or_null<decltype(t)>(gy), ops::data_or_null<decltype(t)>(dx), scale, s);
             });
         return {dx};
     }
@@ -89,11 +65,11 @@ Tensor sum_impl(const char* op, const Tensor& a, const ReduceParams& p, const Sh
     check_defined(op, a, "input");
     check_float(op, a);
     Tensor out = empty(out_shape, a.dtype(), a.device());
-    run(
-        op, a, [&](auto t) { kernels::sum_dim_fwd_cpu(p, ptr<decltype(t)>(a), ptr<decltype(t)>(out), scale); },
+    ops::dispatch_float(
+        op, a, [&](auto t) { kernels::sum_dim_fwd_cpu(p, ops::data_or_null<decltype(t)>(a), ops::data_or_null<decltype(t)>(out), scale); },
         [&](auto t, kernels::Stream s) {
             Tensor work = workspace(kernels::reduce_workspace(p), DType::f32, a.device());
-            kernels::cuda::sum_dim_fwd(p, ptr<decltype(t)>(a), ptr<decltype(t)>(out), scale, ptr<float>(work), s);
+            kernels::cuda::sum_dim_fwd(p, ops::data_or_null<decltype(t)>(a), ops::data_or_null<decltype(t)>(out), scale, ops::data_or_null<float>(work), s);
         });
     if (needs_record({a})) {
         auto n = std::make_shared<SumNode>();
@@ -117,13 +93,13 @@ struct MaxNode : Node {
     void release() override { idx = Tensor(); }
     std::vector<Tensor> backward(const std::vector<Tensor>& g, const std::vector<bool>&) override {
         Tensor gy = as_dtype(g[0], dtype), dx = empty(in_shape, dtype, idx.device());
-        run(
+        ops::dispatch_float(
             "max", dx,
             [&](auto t) {
-                kernels::max_dim_bwd_cpu(p, ptr<decltype(t)>(gy), ptr<int32_t>(idx), ptr<decltype(t)>(dx));
+                kernels::max_dim_bwd_cpu(p, ops::data_or_null<decltype(t)>(gy), ops::data_or_null<int32_t>(idx), ops::data_or_null<decltype(t)>(dx));
             },
             [&](auto t, kernels::Stream s) {
-                kernels::cuda::max_dim_bwd(p, ptr<decltype(t)>(gy), ptr<int32_t>(idx), ptr<decltype(t)>(dx), s);
+                kernels::cuda::max_dim_bwd(p, ops::data_or_null<decltype(t)>(gy), ops::data_or_null<int32_t>(idx), ops::data_or_null<decltype(t)>(dx), s);
             });
         return {dx};
     }
@@ -137,14 +113,14 @@ Tensor max_impl(const Tensor& a, const ReduceParams& p, const Shape& out_shape) 
                     " elements exceeds the int32 index range (shape ", shape_str(a.shape()), ")");
     Tensor out = empty(out_shape, a.dtype(), a.device());
     Tensor idx = empty(out_shape, DType::i32, a.device());
-    run(
+    ops::dispatch_float(
         "max", a,
-        [&](auto t) { kernels::max_dim_fwd_cpu(p, ptr<decltype(t)>(a), ptr<decltype(t)>(out), ptr<int32_t>(idx)); },
+        [&](auto t) { kernels::max_dim_fwd_cpu(p, ops::data_or_null<decltype(t)>(a), ops::data_or_null<decltype(t)>(out), ops::data_or_null<int32_t>(idx)); },
         [&](auto t, kernels::Stream s) {
             const int64_t ws = kernels::reduce_workspace(p);
             Tensor work = workspace(ws, DType::f32, a.device()), work_idx = workspace(ws, DType::i32, a.device());
-            kernels::cuda::max_dim_fwd(p, ptr<decltype(t)>(a), ptr<decltype(t)>(out), ptr<int32_t>(idx),
-                                       ptr<float>(work), ptr<int32_t>(work_idx), s);
+            kernels::cuda::max_dim_fwd(p, ops::data_or_null<decltype(t)>(a), ops::data_or_null<decltype(t)>(out), ops::data_or_null<int32_t>(idx),
+                                       ops::data_or_null<float>(work), ops::data_or_null<int32_t>(work_idx), s);
         });
     if (needs_record({a})) {
         auto n = std::make_shared<MaxNode>();
@@ -172,22 +148,22 @@ struct L2Node : Node {
 
 std::vector<Tensor> L2Node::backward(const std::vector<Tensor>& g, const std::vector<bool>&) {
     Tensor gy = as_dtype(g[0], saved.dtype()), dx = empty_like(saved);
-    run(
+    ops::dispatch_float(
         name(), dx,
         [&](auto t) {
             using T = decltype(t);
             if (normalize)
-                kernels::l2_normalize_bwd_cpu(rows, D, eps, ptr<T>(saved), ptr<T>(norm), ptr<T>(gy), ptr<T>(dx));
+                kernels::l2_normalize_bwd_cpu(rows, D, eps, ops::data_or_null<T>(saved), ops::data_or_null<T>(norm), ops::data_or_null<T>(gy), ops::data_or_null<T>(dx));
             else
-                kernels::l2_norm_bwd_cpu(rows, D, ptr<T>(saved), ptr<T>(norm), ptr<T>(gy), ptr<T>(dx));
+                kernels::l2_norm_bwd_cpu(rows, D, ops::data_or_null<T>(saved), ops::data_or_null<T>(norm), ops::data_or_null<T>(gy), ops::data_or_null<T>(dx));
         },
         [&](auto t, kernels::Stream s) {
             using T = decltype(t);
             if (normalize)
-                kernels::cuda::l2_normalize_bwd(rows, D, eps, ptr<T>(saved), ptr<float>(norm), ptr<T>(gy),
-                                                ptr<T>(dx), s);
+                kernels::cuda::l2_normalize_bwd(rows, D, eps, ops::data_or_null<T>(saved), ops::data_or_null<float>(norm), ops::data_or_null<T>(gy),
+                                                ops::data_or_null<T>(dx), s);
             else
-                kernels::cuda::l2_norm_bwd(rows, D, ptr<T>(saved), ptr<float>(norm), ptr<T>(gy), ptr<T>(dx), s);
+                kernels::cuda::l2_norm_bwd(rows, D, ops::data_or_null<T>(saved), ops::data_or_null<float>(norm), ops::data_or_null<T>(gy), ops::data_or_null<T>(dx), s);
         });
     return {dx};
 }
@@ -202,17 +178,17 @@ Tensor l2_impl(const char* op, const Tensor& a, bool normalize, double eps) {
     Tensor out = normalize ? empty_like(a) : empty(row_shape, a.dtype(), a.device());
     Tensor norm = !normalize && a.device().is_cpu() ? out
                   : empty(row_shape, a.device().is_cpu() ? a.dtype() : DType::f32, a.device());
-    run(
+    ops::dispatch_float(
         op, a,
         [&](auto t) {
             using T = decltype(t);
-            if (normalize) kernels::l2_normalize_fwd_cpu(rows, D, eps, ptr<T>(a), ptr<T>(out), ptr<T>(norm));
-            else kernels::l2_norm_fwd_cpu(rows, D, ptr<T>(a), ptr<T>(out));
+            if (normalize) kernels::l2_normalize_fwd_cpu(rows, D, eps, ops::data_or_null<T>(a), ops::data_or_null<T>(out), ops::data_or_null<T>(norm));
+            else kernels::l2_norm_fwd_cpu(rows, D, ops::data_or_null<T>(a), ops::data_or_null<T>(out));
         },
         [&](auto t, kernels::Stream s) {
             using T = decltype(t);
-            if (normalize) kernels::cuda::l2_normalize_fwd(rows, D, eps, ptr<T>(a), ptr<T>(out), ptr<float>(norm), s);
-            else kernels::cuda::l2_norm_fwd(rows, D, ptr<T>(a), ptr<T>(out), ptr<float>(norm), s);
+            if (normalize) kernels::cuda::l2_normalize_fwd(rows, D, eps, ops::data_or_null<T>(a), ops::data_or_null<T>(out), ops::data_or_null<float>(norm), s);
+            else kernels::cuda::l2_norm_fwd(rows, D, ops::data_or_null<T>(a), ops::data_or_null<T>(out), ops::data_or_null<float>(norm), s);
         });
     if (needs_record({a})) {
         auto n = std::make_shared<L2Node>();
