@@ -1,0 +1,36 @@
+# Distributed tests (label `mpi`): tests/test_dist.cpp's "mpi" suite under mpirun on 2 and 3 ranks (3 needs
+# --oversubscribe on 2 cores) and the "mpi_timeout" suite, which passes only when a stalled rank makes the job
+# stop with the collective timeout message. Skipped (exit 77, with the reason) where MPI or mpirun is missing.
+# The "cpu" suite (single-process communicator and data parallel) runs everywhere.
+add_engine_test(dist LABELS cpu gpu TIMEOUT 120)
+
+set(_dist_env "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+set(_dist_mpirun ${MPIEXEC_EXECUTABLE})
+if(NOT _dist_mpirun)
+  find_program(_dist_mpirun NAMES mpirun mpiexec)
+endif()
+foreach(np 2 3)
+  if(TARGET test_dist AND SSLIGHT_WITH_MPI AND _dist_mpirun)
+    add_test(NAME dist.mpi${np} COMMAND ${_dist_mpirun} --allow-run-as-root --oversubscribe -np ${np}
+             $<TARGET_FILE:test_dist> --test-suite=mpi)
+  else()
+    add_test(NAME dist.mpi${np} COMMAND sh -c
+             "echo 'SKIPPED: the mpi tests need MPI and mpirun (scripts/install_deps.sh installs libopenmpi-dev, openmpi-bin)'; exit 77")
+  endif()
+  set_tests_properties(dist.mpi${np} PROPERTIES LABELS mpi TIMEOUT 120 SKIP_RETURN_CODE 77 ENVIRONMENT "${_dist_env}")
+endforeach()
+if(TARGET test_dist AND SSLIGHT_WITH_MPI AND _dist_mpirun)
+  add_test(NAME dist.mpi_timeout COMMAND ${_dist_mpirun} --allow-run-as-root --oversubscribe -np 3
+           $<TARGET_FILE:test_dist> --test-suite=mpi_timeout)
+  set_tests_properties(dist.mpi_timeout PROPERTIES LABELS mpi TIMEOUT 60 ENVIRONMENT
+                       "${_dist_env};SSLIGHT_COLLECTIVE_TIMEOUT_S=2"
+                       PASS_REGULAR_EXPRESSION "collective all_reduce #2 timed out on rank 0 .*ranks that did not arrive: 2;")
+endif()
+if(TARGET test_dist AND SSLIGHT_WITH_MPI AND _dist_mpirun)
+  # A rank that exits without finalising: the launcher (or our timeout, whichever comes first) ends the job.
+  add_test(NAME dist.mpi_exit COMMAND ${_dist_mpirun} --allow-run-as-root --oversubscribe -np 3
+           $<TARGET_FILE:test_dist> --test-suite=mpi_exit)
+  set_tests_properties(dist.mpi_exit PROPERTIES LABELS mpi TIMEOUT 60 ENVIRONMENT
+                       "${_dist_env};SSLIGHT_COLLECTIVE_TIMEOUT_S=5"
+                       PASS_REGULAR_EXPRESSION "rank 2 .*exiting improperly|collective all_reduce #2 timed out on rank 0")
+endif()
