@@ -87,9 +87,8 @@ public:
     const std::vector<ViewGroup>& groups() const;
     LoaderStats stats() const;
 
-    struct Impl;
-
 private:
+    struct Impl;
     std::unique_ptr<Impl> impl_;
 };
 
