@@ -34,3 +34,14 @@ if(TARGET test_dist AND SSLIGHT_WITH_MPI AND _dist_mpirun)
                        "${_dist_env};SSLIGHT_COLLECTIVE_TIMEOUT_S=5"
                        PASS_REGULAR_EXPRESSION "rank 2 .*exiting improperly|collective all_reduce #2 timed out on rank 0")
 endif()
+
+# The methods (DINO, SwAV, MoCo-v2) data parallel on 2 ranks against one process (tests/test_dist_methods.cpp).
+add_engine_test(dist_methods LABELS cpu TIMEOUT 120 LIBS sslight_ssl sslight_models sslight_data)
+if(TARGET test_dist_methods AND SSLIGHT_WITH_MPI AND _dist_mpirun)
+  add_test(NAME dist_methods.mpi2 COMMAND ${_dist_mpirun} --allow-run-as-root --oversubscribe -np 2
+           $<TARGET_FILE:test_dist_methods> --test-suite=mpi)
+else()
+  add_test(NAME dist_methods.mpi2 COMMAND sh -c
+           "echo 'SKIPPED: the mpi tests need MPI and mpirun (scripts/install_deps.sh installs libopenmpi-dev, openmpi-bin)'; exit 77")
+endif()
+set_tests_properties(dist_methods.mpi2 PROPERTIES LABELS mpi TIMEOUT 120 SKIP_RETURN_CODE 77 ENVIRONMENT "${_dist_env}")
