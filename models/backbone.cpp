@@ -6,6 +6,7 @@
 
 #include "models/mobilenet_v2.h"
 #include "models/resnet.h"
+#include "models/vit.h"
 
 namespace sslight::models {
 namespace {
@@ -26,6 +27,10 @@ const std::vector<Entry>& table() {
         {"resnet18", [](const BackboneOptions& o) { fixed_width("resnet18", o); return resnet18(); }},
         {"resnet34", [](const BackboneOptions& o) { fixed_width("resnet34", o); return resnet34(); }},
         {"resnet50", [](const BackboneOptions& o) { fixed_width("resnet50", o); return resnet50(); }},
+        {"vit_tiny",
+         [](const BackboneOptions& o) { fixed_width("vit_tiny", o); return make_vit("vit_tiny", o.drop_path_rate); }},
+        {"vit_small",
+         [](const BackboneOptions& o) { fixed_width("vit_small", o); return make_vit("vit_small", o.drop_path_rate); }},
     };
     return entries;
 }
