@@ -6,17 +6,31 @@ find_package(OpenMP REQUIRED)
 # SSLIGHT_DEPS_PREFIX: a folder with include/ and lib/ searched first (the GPU machine has no package
 # registry: bench/prepare_device_carry.sh fills such a folder here and it travels with the tree).
 set(SSLIGHT_DEPS_PREFIX "" CACHE PATH "extra prefix with include/ and lib/ for cblas, OpenBLAS and doctest")
-find_path(SSLIGHT_CBLAS_INCLUDE cblas.h PATHS ${SSLIGHT_DEPS_PREFIX}/include /usr/include/x86_64-linux-gnu/openblas-pthread
-          /usr/include/openblas /usr/include/x86_64-linux-gnu /usr/include)
-find_library(SSLIGHT_BLAS_LIBRARY NAMES openblas blas libopenblas.so.0
-             PATHS ${SSLIGHT_DEPS_PREFIX}/lib /usr/lib/x86_64-linux-gnu/openblas-pthread)
+# OpenBLAS: the OpenMP build is preferred. The engine's CPU kernels use OpenMP; the pthread build of
+# OpenBLAS keeps its own threads spinning against OpenMP's on the same cores (a profile of a ResNet18 step
+# on 2 cores spent most of its time in the two pools' spin-waits). Debian's alternatives point
+# libopenblas.so.0 at the pthread build, so the OpenMP one is linked with an RPATH to its folder.
+find_path(SSLIGHT_CBLAS_INCLUDE cblas.h PATHS ${SSLIGHT_DEPS_PREFIX}/include /usr/include/x86_64-linux-gnu/openblas-openmp
+          /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas /usr/include/x86_64-linux-gnu /usr/include
+          NO_DEFAULT_PATH)
+find_library(SSLIGHT_BLAS_LIBRARY NAMES openblas libopenblas.so.0
+             PATHS ${SSLIGHT_DEPS_PREFIX}/lib /usr/lib/x86_64-linux-gnu/openblas-openmp
+                   /usr/lib/x86_64-linux-gnu/openblas-pthread NO_DEFAULT_PATH)
+if(NOT SSLIGHT_BLAS_LIBRARY)
+  find_library(SSLIGHT_BLAS_LIBRARY NAMES openblas blas)
+endif()
 if(NOT SSLIGHT_CBLAS_INCLUDE OR NOT SSLIGHT_BLAS_LIBRARY)
   message(FATAL_ERROR "sslight: a CBLAS (cblas.h + libopenblas) is required: run scripts/install_deps.sh "
-                      "(apt-get install libopenblas-dev)")
+                      "(apt-get install libopenblas-openmp-dev)")
 endif()
+message(STATUS "sslight: BLAS ${SSLIGHT_BLAS_LIBRARY}")
 add_library(sslight::blas INTERFACE IMPORTED)
 target_include_directories(sslight::blas INTERFACE ${SSLIGHT_CBLAS_INCLUDE})
 target_link_libraries(sslight::blas INTERFACE ${SSLIGHT_BLAS_LIBRARY})
+get_filename_component(_blas_dir ${SSLIGHT_BLAS_LIBRARY} DIRECTORY)
+if(NOT _blas_dir MATCHES "^/usr/lib/x86_64-linux-gnu$|^/usr/lib$")
+  target_link_options(sslight::blas INTERFACE "-Wl,-rpath,${_blas_dir}")
+endif()
 
 # cuDNN and NCCL: the CUDA toolkit directories, or SSLIGHT_CUDNN_ROOT / SSLIGHT_NCCL_ROOT (for example the
 # nvidia/cudnn and nvidia/nccl folders of a PyTorch wheel environment, whose libraries carry only the

@@ -5,12 +5,14 @@
 # The CUDA toolkit is not installed here: when nvcc is absent the build is CPU-only (see README).
 set -euo pipefail
 
-want=(build-essential cmake ninja-build ccache pkg-config libopenblas-dev libomp-dev git
+want=(build-essential cmake ninja-build ccache pkg-config libopenblas-openmp-dev libomp-dev git
       libturbojpeg0-dev libjpeg62-turbo-dev libstb-dev libopenmpi-dev openmpi-bin)
 if [[ "${1:-}" == "--test" ]]; then
     want+=(doctest-dev python3 python3-numpy python3-torch python3-torchvision)
     # the data loader's test images (tests/data/fetch_test_images.sh) and its PIL parity test
     want+=(libjpeg-turbo-progs libimage-exiftool-perl imagemagick python3-pil)
+    # the libFuzzer targets (fuzz/, -DSSLIGHT_FUZZ=ON): clang and its fuzzer/sanitizer runtimes
+    want+=(clang libclang-rt-14-dev)
 fi
 
 missing=()
