@@ -43,12 +43,28 @@ gpu_rc=$?
 stamp "benchmarks"
 for b in "$build"/bench/bench_*; do
     [[ -x "$b" ]] || continue
+    [[ "$(basename "$b")" == bench_train_step ]] && continue  # run below, side by side with PyTorch
     echo "== $(basename "$b")"
     timeout 120 "$b" 2>&1 | tee "$out/$(basename "$b").txt" | tail -40
 done
+# Training step (issue 9): the six SPEC rows, batch 128, sslight vs the same step in PyTorch (eager f32, eager
+# channels_last + bf16 autocast) on this GPU, then torch.compile on one row (compiling all six would not fit the
+# budget). At most 240 + 120 s. TRAIN_STEP=0 skips it; TRAIN_STEP_STEPS, TRAIN_STEP_COMPILE_ROW override.
+ts_log="$out/train_step.txt"
+if [[ "${TRAIN_STEP:-1}" == 1 ]]; then
+    stamp "training step vs PyTorch"
+    ts_args=(--device cuda --batch 128 --steps "${TRAIN_STEP_STEPS:-5}" --warmup 2 --timeout 60
+             --sslight "$build/bench/bench_train_step")
+    PYTHONUNBUFFERED=1 timeout 240 "$py" bench/train_step_torch.py "${ts_args[@]}" --modes f32,bf16 2>&1 |
+        tee "$ts_log"
+    read -r ts_method ts_model <<< "${TRAIN_STEP_COMPILE_ROW:-dino resnet18}"
+    PYTHONUNBUFFERED=1 timeout 120 "$py" bench/train_step_torch.py "${ts_args[@]}" --modes compile \
+        --method "$ts_method" --model "$ts_model" 2>&1 | tee -a "$ts_log"
+fi
 stamp "summary"
 echo "================ device_check summary ================"
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1
 grep -E "tests passed|tests failed|Failed|Not Run|\*\*\*" "$out/ctest_gpu.log" | tail -20
+[[ -f "$ts_log" ]] && { grep "^train-step " "$ts_log" || echo "train-step: no result (see $ts_log)"; }
 echo "gpu ctest exit code: $gpu_rc; total $(($(date +%s) - t0)) s; logs in $out/"
 exit $gpu_rc
