@@ -1,0 +1,133 @@
+// Checkpoint files (apps/checkpoint.h) on top of engine/io/safetensors (atomic writes, validated reads).
+#include "apps/checkpoint.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "engine/check.h"
+#include "engine/io/safetensors.h"
+#include "engine/nn/layers.h"
+#include "models/weights.h"
+
+namespace sslight::apps {
+namespace {
+
+constexpr const char* kFormat = "sslight-checkpoint-1";
+
+std::string field(const io::Metadata& md, const std::string& key, const std::string& path) {
+    auto it = md.find(key);
+    if (it == md.end()) throw IoError(str(path, ": not an sslight checkpoint (metadata '", key, "' missing)"));
+    return it->second;
+}
+
+// The keys whose values differ between two canonical texts ("key = value" lines).
+std::string differences(const std::string& mine, const std::string& theirs) {
+    auto lines = [](const std::string& t) {
+        std::vector<std::string> out;
+        std::istringstream is(t);
+        for (std::string l; std::getline(is, l);) out.push_back(l);
+        return out;
+    };
+    const std::vector<std::string> a = lines(mine), b = lines(theirs);
+    std::string out;
+    for (const std::string& l : a)
+        if (std::find(b.begin(), b.end(), l) == b.end()) {
+            const std::string key = l.substr(0, l.find(" = "));
+            std::string other = "(absent)";
+            for (const std::string& m : b)
+                if (m.rfind(key + " = ", 0) == 0) other = m.substr(key.size() + 3);
+            out += str("\n  ", key, ": checkpoint ", other, ", this run ", l.substr(key.size() + 3));
+        }
+    return out;
+}
+
+}  // namespace
+
+std::vector<std::string> list_checkpoints(const std::string& dir) {
+    std::vector<std::string> names;
+    if (DIR* d = opendir(dir.c_str())) {
+        while (dirent* e = readdir(d)) {
+            const std::string n = e->d_name;
+            if (n.rfind("checkpoint_", 0) == 0 && n.size() > 12 && n.substr(n.size() - 12) == ".safetensors")
+                names.push_back(n);
+        }
+        closedir(d);
+    }
+    std::sort(names.begin(), names.end());  // fixed-width iteration numbers sort in order
+    for (auto& n : names) n = dir + "/" + n;
+    return names;
+}
+
+std::string save_checkpoint(const std::string& dir, ssl::Method& method, optim::Optimizer& opt,
+                            const PretrainConfig& cfg, const TrainPosition& pos, int keep) {
+    io::TensorMap tensors;
+    for (auto& [k, t] : method.state_dict()) tensors["model." + k] = t;
+    for (auto& [k, t] : opt.state_dict()) tensors["optim." + k] = t;
+    io::Metadata md;
+    md["format"] = kFormat;
+    md["config_hash"] = str(config_hash(cfg));
+    md["config"] = canonical_text(cfg, true);
+    md["model"] = cfg.method.backbone;
+    md["method"] = cfg.method.method;
+    md["optimizer"] = opt.type_name();
+    md["iteration"] = str(pos.iteration);
+    md["epoch"] = str(pos.epoch);
+    md["step"] = str(pos.step);
+    md["init_counter"] = str(pos.init_counter);
+    char name[64];
+    std::snprintf(name, sizeof(name), "/checkpoint_%09lld.safetensors", static_cast<long long>(pos.iteration));
+    const std::string path = dir + name;
+    io::save_safetensors(path, tensors, md);
+    std::vector<std::string> all = list_checkpoints(dir);
+    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) std::remove(all[i].c_str());
+    return path;
+}
+
+TrainPosition load_checkpoint(const std::string& path, ssl::Method& method, optim::Optimizer* opt,
+                              const PretrainConfig& cfg) {
+    io::Metadata md;
+    io::TensorMap tensors = io::load_safetensors(path, &md);
+    if (field(md, "format", path) != kFormat)
+        throw IoError(str(path, ": unknown checkpoint format '", md["format"], "' (expected ", kFormat, ")"));
+    std::string diff;
+    if (field(md, "model", path) != cfg.method.backbone)
+        diff += str("\n  model: checkpoint ", md["model"], ", this run ", cfg.method.backbone);
+    if (field(md, "method", path) != cfg.method.method)
+        diff += str("\n  method: checkpoint ", md["method"], ", this run ", cfg.method.method);
+    if (field(md, "config_hash", path) != str(config_hash(cfg)))
+        diff += differences(canonical_text(cfg, true), field(md, "config", path));
+    if (!diff.empty())
+        throw ConfigError(str(path, ": the checkpoint belongs to another run; refusing to resume. Differences:", diff));
+    nn::StateDict model, optim_state;
+    for (auto& [k, t] : tensors) {
+        if (k.rfind("model.", 0) == 0) model[k.substr(6)] = t;
+        else if (k.rfind("optim.", 0) == 0) optim_state[k.substr(6)] = t;
+        else throw IoError(str(path, ": unexpected tensor '", k, "'"));
+    }
+    method.load_state_dict(model, true);
+    if (opt) opt->load_state_dict(optim_state);
+    TrainPosition pos;
+    pos.iteration = std::stoll(field(md, "iteration", path));
+    pos.epoch = std::stoll(field(md, "epoch", path));
+    pos.step = std::stoll(field(md, "step", path));
+    pos.init_counter = std::stoull(field(md, "init_counter", path));
+    return pos;
+}
+
+std::string export_backbone(const std::string& checkpoint, const PretrainConfig& cfg, const std::string& out) {
+    nn::init_generator() = Generator(cfg.seed);
+    ssl::MethodConfig mc = cfg.method;
+    mc.total_epochs = cfg.epochs;
+    if (std::isfinite(mc.lambda_gg)) mc.lambda_gl = 1 - mc.lambda_gg;
+    std::shared_ptr<ssl::Method> method = ssl::make_method(mc);
+    load_checkpoint(checkpoint, *method, nullptr, cfg);
+    models::save_backbone(out, method->student_backbone());
+    return out;
+}
+
+}  // namespace sslight::apps

@@ -1,0 +1,460 @@
+// The pre-training loop (apps/pretrain.h). The data position of a step is (epoch, step in epoch): the sampler's
+// permutation is keyed by (seed, epoch) and every crop and photometric draw by (seed, epoch, sample, view), so a
+// resumed run rebuilds exactly the batches an uninterrupted one would have seen.
+#include "apps/pretrain.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <ostream>
+#include <sstream>
+
+#include "apps/checkpoint.h"
+#include "data/augment_params.h"
+#include "data/crop.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "engine/check.h"
+#include "engine/device.h"
+#include "engine/io/json.h"
+#include "engine/nn/layers.h"
+#include "engine/optim/clip.h"
+#include "engine/optim/schedule.h"
+#include "models/weights.h"
+
+namespace sslight::apps {
+namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+extern "C" void on_stop_signal(int) {
+    g_stop = 1;
+}
+
+using Clock = std::chrono::steady_clock;
+
+void make_dirs(const std::string& path) {
+    std::string cur;
+    std::istringstream is(path);
+    if (!path.empty() && path[0] == '/') cur = "/";
+    for (std::string part; std::getline(is, part, '/');) {
+        if (part.empty()) continue;
+        cur += part + "/";
+        mkdir(cur.c_str(), 0755);
+    }
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw IoError(str(path, ": cannot create the folder"));
+}
+
+std::string num(double v) {
+    if (!std::isfinite(v)) return "null";
+    std::ostringstream os;
+    os.precision(9);
+    os << v;
+    return os.str();
+}
+
+// One JSONL record: keys in order, numbers.
+class MetricsLog {
+public:
+    explicit MetricsLog(const std::string& path, bool append) : f_(path, append ? std::ios::app : std::ios::trunc) {
+        if (!f_) throw IoError(str(path, ": cannot open for writing"));
+    }
+    void write(const std::string& type, const std::vector<std::pair<std::string, double>>& fields) {
+        json::Value v = json::Value::make_object();
+        v.set("type", json::Value::make_string(type));
+        for (const auto& [k, x] : fields) v.set(k, std::isfinite(x) ? json::Value::make_number(num(x)) : json::Value());
+        f_ << v.dump() << "\n";
+        f_.flush();
+    }
+
+private:
+    std::ofstream f_;
+};
+
+Device resolve_device(const std::string& d) {
+    if (d == "auto") return runtime::default_device();
+    return Device::parse(d);
+}
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& name, std::vector<optim::ParamGroup> groups) {
+    if (name == "lars") return std::make_unique<optim::LARS>(std::move(groups), 0.9, 0.001);
+    if (name == "adamw") return std::make_unique<optim::AdamW>(std::move(groups), 0.9, 0.999, 1e-8);
+    return std::make_unique<optim::SGD>(std::move(groups), 0.9);
+}
+
+struct Schedules {
+    std::vector<double> lr, wd;
+};
+
+// Everything one run holds: data, method, optimizer, schedules, position.
+struct Run {
+    const PretrainOptions& o;
+    PretrainConfig cfg;
+    EmbeddedData owned;
+    const EmbeddedData* data = nullptr;
+    data::ViewRecipe recipe;
+    Device device;
+    std::shared_ptr<ssl::Method> method;
+    std::unique_ptr<optim::Optimizer> opt;
+    std::vector<bool> decays;  // per group: takes the weight-decay schedule
+    Schedules sched;
+    int64_t ipe = 0, total_iters = 0;
+    TrainPosition pos;
+    std::string out;
+    std::unique_ptr<MetricsLog> metrics;
+    bool live = false;
+    // ImageFolder runs: the threaded loader and the (epoch, step) of the batch it delivers next.
+    std::unique_ptr<data::Dataset> folder;
+    std::unique_ptr<data::MultiCropLoader> loader;
+    int64_t loader_epoch = -1, loader_step = 0;
+
+    explicit Run(const PretrainOptions& opts) : o(opts), cfg(opts.config) {}
+    void log(const std::string& line) const {
+        if (o.log) *o.log << line << std::endl;
+    }
+};
+
+void setup(Run& r) {
+    r.device = resolve_device(r.cfg.device);
+    r.recipe = recipe_of(r.cfg);
+    const std::string folder = r.o.data_dir.empty() ? r.cfg.dataset : r.o.data_dir;
+    if (folder != "embedded") {
+        r.folder = std::make_unique<data::Dataset>(data::Dataset::image_folder(folder));
+        data::LoaderOptions lo;
+        lo.batch_size = r.cfg.batch_size, lo.num_threads = r.cfg.num_threads, lo.seed = r.cfg.seed;
+        r.loader = std::make_unique<data::MultiCropLoader>(*r.folder, r.recipe, lo);
+        r.ipe = r.loader->batches_per_epoch();
+        r.log(str("data: ImageFolder ", folder, ": ", r.folder->size(), " images, ", r.folder->num_classes(),
+                  " classes, ", r.loader->num_threads(), " loader threads"));
+    } else {
+        if (r.o.data)
+            r.data = r.o.data;
+        else
+            r.owned = load_embedded_data(32), r.data = &r.owned;
+        r.log("data: " + r.data->description);
+        int64_t n = r.data->train.count();
+        if (r.cfg.max_train_samples > 0) n = std::min(n, r.cfg.max_train_samples);
+        r.ipe = n / r.cfg.batch_size;
+        SSL_CHECK_T(ConfigError, r.ipe >= 1, "pretrain: run.batch_size ", r.cfg.batch_size, " exceeds the ", n,
+                    " training images");
+    }
+    r.total_iters = r.ipe * r.cfg.epochs;
+    nn::init_generator() = Generator(r.cfg.seed);
+    r.method = ssl::make_method(method_config_of(r.cfg));
+    r.method->to(r.device);
+    r.method->train();
+    const double peak = optim::linear_scaled_lr(r.cfg.base_lr, r.cfg.batch_size);
+    r.sched.lr =
+        optim::cosine_schedule(peak, r.cfg.final_lr, r.cfg.epochs, r.ipe, r.cfg.warmup_epochs, r.cfg.start_warmup_lr);
+    r.sched.wd = optim::cosine_schedule(r.cfg.weight_decay, r.cfg.weight_decay_end, r.cfg.epochs, r.ipe);
+    std::vector<optim::ParamGroup> groups = r.method->param_groups(r.sched.lr[0], r.cfg.weight_decay);
+    for (const auto& g : groups) r.decays.push_back(g.weight_decay > 0);
+    r.opt = make_optimizer(r.cfg.optimizer, std::move(groups));
+    r.out = r.o.out_dir.empty() ? "runs/" + r.cfg.name : r.o.out_dir;
+    make_dirs(r.out);
+}
+
+void maybe_resume(Run& r) {
+    const std::vector<std::string> cps = list_checkpoints(r.out);
+    if (!r.o.resume || cps.empty()) {
+        if (r.o.resume) r.log("resume: no checkpoint in " + r.out + ", starting from scratch");
+        r.pos.init_counter = nn::init_generator().counter();
+        return;
+    }
+    r.pos = load_checkpoint(cps.back(), *r.method, r.opt.get(), r.cfg);
+    nn::init_generator().set_counter(r.pos.init_counter);
+    r.log(str("resume: ", cps.back(), " (iteration ", r.pos.iteration, ", epoch ", r.pos.epoch, ", step ", r.pos.step,
+              ")"));
+}
+
+std::string checkpoint(Run& r) {
+    r.pos.init_counter = nn::init_generator().counter();
+    return save_checkpoint(r.out, *r.method, *r.opt, r.cfg, r.pos, r.cfg.checkpoint_keep);
+}
+
+void set_schedule(Run& r, int64_t it) {
+    auto& groups = r.opt->groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+        groups[g].lr = r.sched.lr[static_cast<size_t>(it)];
+        if (r.decays[g]) groups[g].weight_decay = r.sched.wd[static_cast<size_t>(it)];
+    }
+}
+
+std::string fmt_time(double s) {
+    char b[32];
+    const long t = static_cast<long>(s + 0.5);
+    std::snprintf(b, sizeof(b), "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    return b;
+}
+
+void progress(Run& r, int64_t done_here, double secs, double loss, bool force) {
+    const int64_t it = r.pos.iteration;
+    if (!r.o.log || (!force && !r.live && it % r.cfg.log_every != 0)) return;
+    const double sps = secs > 0 ? done_here * r.cfg.batch_size / secs : 0;
+    const double eta = done_here > 0 ? secs / done_here * (r.total_iters - it) : 0;
+    std::ostringstream line;
+    line << "epoch " << r.pos.epoch + (r.pos.step == 0 && it > 0 ? 0 : 1) << "/" << r.cfg.epochs << "  step " << it
+         << "/" << r.total_iters << "  " << std::fixed << std::setprecision(1) << sps << " samples/s  loss "
+         << std::setprecision(4) << loss << "  lr " << std::scientific << std::setprecision(3)
+         << r.sched.lr[static_cast<size_t>(std::min(it, r.total_iters) - 1)] << "  ETA " << fmt_time(eta);
+    if (r.live)
+        *r.o.log << "\r" << line.str() << "\033[K" << std::flush;
+    else
+        *r.o.log << line.str() << std::endl;
+}
+
+}  // namespace
+
+void request_stop() {
+    g_stop = 1;
+}
+
+data::ViewRecipe recipe_of(const PretrainConfig& c) {
+    const data::Method m = c.method.method == "dino"   ? data::Method::dino
+                           : c.method.method == "swav" ? data::Method::swav
+                                                       : data::Method::moco;
+    data::ViewRecipe r =
+        data::make_recipe(m, ssl::is_vit(c.method.backbone) ? data::Arch::vit : data::Arch::cnn, c.method.sslight);
+    if (c.n_local >= 0) r.locals.resize(static_cast<size_t>(c.n_local), r.locals.empty() ? r.globals[0] : r.locals[0]);
+    for (auto& v : r.globals) {
+        if (c.global_size > 0) v.size = c.global_size;
+        if (!c.global_scale.empty()) v.scale_lo = c.global_scale[0], v.scale_hi = c.global_scale[1];
+    }
+    for (auto& v : r.locals) {
+        if (c.local_size > 0) v.size = c.local_size;
+        if (!c.local_scale.empty()) v.scale_lo = c.local_scale[0], v.scale_hi = c.local_scale[1];
+    }
+    if (std::isfinite(c.method.lambda_gg)) r.lambda_gg = c.method.lambda_gg;
+    data::validate(r);
+    return r;
+}
+
+ssl::MethodConfig method_config_of(const PretrainConfig& c) {
+    ssl::MethodConfig m = c.method;
+    m.total_epochs = c.epochs;
+    if (std::isfinite(m.lambda_gg)) m.lambda_gl = 1 - m.lambda_gg;
+    return m;
+}
+
+ssl::Views embedded_views(const ImageSet& set, const data::ViewRecipe& r, const std::vector<int64_t>& indices,
+                          uint64_t seed, int64_t epoch, Device device) {
+    ssl::Views v;
+    const int64_t B = static_cast<int64_t>(indices.size());
+    v.batch = B;
+    v.n_global = static_cast<int>(r.globals.size());
+    v.n_local = static_cast<int>(r.locals.size());
+    for (const data::ViewGroup& g : data::view_groups(r)) {
+        const int64_t rows = B * static_cast<int64_t>(g.views.size()), S = g.size;
+        Tensor u8 = empty({rows, S, S, 3}, DType::u8);
+        std::vector<data::AugmentParams> params(static_cast<size_t>(rows));
+        for (size_t vi = 0; vi < g.views.size(); ++vi) {
+            const int view = g.views[vi];
+            const data::ViewSpec& spec = r.view(view);
+            for (int64_t b = 0; b < B; ++b) {
+                const int64_t sample = indices[static_cast<size_t>(b)], row = static_cast<int64_t>(vi) * B + b;
+                data::Rng rng = data::Rng::for_view(seed, epoch, sample, view);
+                const data::CropBox box = data::random_resized_crop_box(
+                    set.size, set.size, spec.scale_lo, spec.scale_hi, spec.ratio_lo, spec.ratio_hi, rng);
+                data::resize_bicubic_aa(set.image(sample), set.size, set.size, set.size * 3, box,
+                                        u8.data<uint8_t>() + row * S * S * 3, static_cast<int>(S), static_cast<int>(S));
+                params[static_cast<size_t>(row)] = data::draw_augment(spec, seed, epoch, sample, view);
+            }
+        }
+        v.groups.push_back(data::augment_group(u8, params, device));
+    }
+    return v;
+}
+
+namespace {
+
+// The views of the batch at r.pos from the threaded loader (re-positioned after a resume by skipping batches).
+ssl::Views loader_views(Run& r) {
+    data::MultiCropBatch b;
+    if (r.loader_epoch != r.pos.epoch || r.loader_step != r.pos.step) {
+        r.loader->start_epoch(r.pos.epoch);
+        for (int64_t s = 0; s < r.pos.step; ++s) r.loader->next(b);
+        r.loader_epoch = r.pos.epoch, r.loader_step = r.pos.step;
+    }
+    SSL_CHECK(r.loader->next(b), "pretrain: the loader ended epoch ", r.pos.epoch, " early at step ", r.pos.step);
+    ++r.loader_step;
+    ssl::Views v;
+    v.batch = b.batch_size();
+    v.n_global = static_cast<int>(r.recipe.globals.size());
+    v.n_local = static_cast<int>(r.recipe.locals.size());
+    for (size_t g = 0; g < b.groups.size(); ++g)
+        v.groups.push_back(data::augment_group(b.groups[g], b.params[g], r.device));
+    return v;
+}
+
+// One optimizer step at r.pos; returns the loss. Throws Error naming the step on a non-finite loss.
+double train_step(Run& r, const data::Sampler& sampler, std::vector<int64_t>& perm, int64_t& perm_epoch) {
+    ssl::Views views;
+    if (r.loader) {
+        views = loader_views(r);
+    } else {
+        if (perm_epoch != r.pos.epoch) perm = sampler.epoch_indices(r.pos.epoch), perm_epoch = r.pos.epoch;
+        const int64_t B = r.cfg.batch_size;
+        std::vector<int64_t> idx(perm.begin() + r.pos.step * B, perm.begin() + (r.pos.step + 1) * B);
+        views = embedded_views(r.data->train, r.recipe, idx, r.cfg.seed, r.pos.epoch, r.device);
+    }
+    ssl::StepContext ctx;
+    ctx.iteration = r.pos.iteration, ctx.epoch = r.pos.epoch, ctx.iters_per_epoch = r.ipe;
+    ctx.total_epochs = r.cfg.epochs;
+    set_schedule(r, r.pos.iteration);
+    Tensor loss = r.method->forward_loss(views, ctx);
+    const double lv = loss.item();
+    if (!std::isfinite(lv)) {
+        const std::vector<std::string> cps = list_checkpoints(r.out);
+        throw Error(str("pretrain: the loss is ", lv, " at iteration ", r.pos.iteration, " (epoch ", r.pos.epoch,
+                        ", step ", r.pos.step, "); stopping. The last good checkpoint is ",
+                        cps.empty() ? std::string("(none)") : cps.back()));
+    }
+    loss.backward();
+    if (r.cfg.clip_grad > 0) {
+        std::vector<Tensor*> ps;
+        for (const auto& g : r.opt->groups()) ps.insert(ps.end(), g.params.begin(), g.params.end());
+        optim::clip_grad_per_param(ps, r.cfg.clip_grad);
+    }
+    r.method->before_optimizer_step(ctx);
+    r.opt->step();
+    r.opt->zero_grad();
+    r.method->after_optimizer_step(ctx);
+    ++r.pos.iteration;
+    if (++r.pos.step == r.ipe) r.pos.step = 0, ++r.pos.epoch;
+    return lv;
+}
+
+// Runs until the end, max_steps or a stop signal. Returns false when stopped by a signal.
+bool train(Run& r, PretrainResult& res) {
+    int64_t n = r.data ? r.data->train.count() : r.folder->size();
+    if (r.cfg.max_train_samples > 0) n = std::min(n, r.cfg.max_train_samples);
+    const data::Sampler sampler(n, 0, 1, r.cfg.seed, true);
+    std::vector<int64_t> perm;
+    int64_t perm_epoch = -1, done_here = 0;
+    double epoch_loss = 0;
+    int64_t epoch_steps = 0;
+    const auto t0 = Clock::now();
+    const int64_t stop_at = r.cfg.max_steps > 0 ? std::min(r.cfg.max_steps, r.total_iters) : r.total_iters;
+    while (r.pos.iteration < stop_at) {
+        const double loss = train_step(r, sampler, perm, perm_epoch);
+        if (r.o.on_step) r.o.on_step(r.pos.iteration);
+        ++done_here, ++epoch_steps, epoch_loss += loss;
+        res.last_loss = loss;
+        const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (r.pos.iteration % r.cfg.log_every == 0)
+            r.metrics->write("step", {{"iteration", double(r.pos.iteration)},
+                                      {"epoch", double(r.pos.epoch)},
+                                      {"loss", loss},
+                                      {"lr", r.sched.lr[size_t(r.pos.iteration - 1)]},
+                                      {"weight_decay", r.sched.wd[size_t(r.pos.iteration - 1)]},
+                                      {"samples_per_s", done_here * r.cfg.batch_size / secs},
+                                      {"elapsed_s", secs}});
+        progress(r, done_here, secs, loss, false);
+        const bool epoch_end = r.pos.step == 0;
+        if (epoch_end) {
+            r.metrics->write("epoch", {{"epoch", double(r.pos.epoch - 1)},
+                                       {"iteration", double(r.pos.iteration)},
+                                       {"loss_mean", epoch_loss / epoch_steps},
+                                       {"elapsed_s", secs}});
+            epoch_loss = 0, epoch_steps = 0;
+        }
+        if (epoch_end || (r.cfg.checkpoint_every > 0 && r.pos.iteration % r.cfg.checkpoint_every == 0) ||
+            r.pos.iteration == stop_at)
+            res.last_checkpoint = checkpoint(r);
+        if (g_stop) {
+            if (r.live && r.o.log) *r.o.log << "\n";
+            res.last_checkpoint = checkpoint(r);
+            r.log(str("stop requested by a signal: checkpoint ", res.last_checkpoint, " written, exiting"));
+            return false;
+        }
+    }
+    if (r.live && r.o.log) *r.o.log << "\n";
+    return true;
+}
+
+void final_knn(Run& r, PretrainResult& res) {
+    const auto t0 = Clock::now();
+    const Tensor tr = extract_features(r.method->student_backbone(), r.data->train, r.device);
+    const Tensor va = extract_features(r.method->student_backbone(), r.data->val, r.device);
+    res.knn_trained = knn_classify(tr, r.data->train.labels, va, r.data->val.labels, r.data->num_classes, r.cfg.knn_k,
+                                   r.cfg.knn_temperature);
+    // The same backbone at random init: the method rebuilt from the same seed draws the same initial weights.
+    const Generator saved = nn::init_generator();
+    nn::init_generator() = Generator(r.cfg.seed);
+    std::shared_ptr<ssl::Method> fresh = ssl::make_method(method_config_of(r.cfg));
+    nn::init_generator() = saved;
+    fresh->to(r.device);
+    const Tensor tr0 = extract_features(fresh->student_backbone(), r.data->train, r.device);
+    const Tensor va0 = extract_features(fresh->student_backbone(), r.data->val, r.device);
+    res.knn_random = knn_classify(tr0, r.data->train.labels, va0, r.data->val.labels, r.data->num_classes, r.cfg.knn_k,
+                                  r.cfg.knn_temperature);
+    res.knn_done = true;
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    r.metrics->write("knn", {{"iteration", double(r.pos.iteration)},
+                             {"k", double(r.cfg.knn_k)},
+                             {"temperature", r.cfg.knn_temperature},
+                             {"top1", res.knn_trained.top1},
+                             {"top5", res.knn_trained.top5},
+                             {"random_init_top1", res.knn_random.top1},
+                             {"random_init_top5", res.knn_random.top5},
+                             {"elapsed_s", secs}});
+    std::ostringstream os;
+    os << "kNN (k " << r.cfg.knn_k << ", T " << r.cfg.knn_temperature << std::fixed << std::setprecision(1) << ", "
+       << r.data->train.count() << " train / " << r.data->val.count() << " val): trained top-1 "
+       << 100 * res.knn_trained.top1 << "% top-5 " << 100 * res.knn_trained.top5
+       << "%  |  same backbone at random init top-1 " << 100 * res.knn_random.top1 << "% top-5 "
+       << 100 * res.knn_random.top5 << "%";
+    r.log(os.str());
+}
+
+}  // namespace
+
+PretrainResult run_pretrain(const PretrainOptions& options) {
+    const auto t0 = Clock::now();
+    Run r(options);
+    setup(r);
+    maybe_resume(r);
+    r.live = options.progress == 1 || (options.progress == -1 && isatty(STDOUT_FILENO));
+    r.metrics = std::make_unique<MetricsLog>(r.out + "/metrics.jsonl", options.resume);
+    {
+        std::ofstream cf(r.out + "/config.resolved.toml");
+        cf << canonical_text(r.cfg);
+    }
+    r.log(str("pretrain ", r.cfg.name, ": ", r.cfg.method.method, (r.cfg.method.sslight ? " (SSLight)" : " (baseline)"),
+              " on ", r.cfg.method.backbone, ", ", r.recipe.globals.size(), "x", r.recipe.globals[0].size, " + ",
+              r.recipe.locals.size(), "x", r.recipe.locals.empty() ? 0 : r.recipe.locals[0].size, " px views, batch ",
+              r.cfg.batch_size, ", ", r.cfg.epochs, " epochs x ", r.ipe, " steps, ", r.device.str(), ", output ",
+              r.out));
+    g_stop = 0;
+    auto old_term = std::signal(SIGTERM, on_stop_signal);
+    auto old_usr1 = std::signal(SIGUSR1, on_stop_signal);
+    PretrainResult res;
+    res.out_dir = r.out;
+    bool finished = false;
+    try {
+        finished = train(r, res);
+    } catch (...) {
+        std::signal(SIGTERM, old_term), std::signal(SIGUSR1, old_usr1);
+        throw;
+    }
+    std::signal(SIGTERM, old_term), std::signal(SIGUSR1, old_usr1);
+    res.interrupted = !finished;
+    res.iterations = r.pos.iteration;
+    if (finished) models::save_backbone(r.out + "/backbone.safetensors", r.method->student_backbone());
+    if (finished && r.pos.iteration == r.total_iters && r.cfg.knn_at_end) {
+        if (r.data)
+            final_knn(r, res);
+        else
+            r.log("kNN: skipped (no labelled train/val split for an ImageFolder run; use sslight knn)");
+    }
+    res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    return res;
+}
+
+}  // namespace sslight::apps
