@@ -158,9 +158,12 @@ struct DatasetBuilder {
         in >> line >> count;
         if (!in || line != "classes") return false;
         in.get();
-        ds.classes_.resize(count);
-        for (std::string& c : ds.classes_)
-            if (!std::getline(in, c)) return false;
+        // Grown line by line, never sized by the (possibly corrupt) count: a bad cache costs at most its length.
+        ds.classes_.clear();
+        for (size_t i = 0; i < count; ++i) {
+            if (!std::getline(in, line)) return false;
+            ds.classes_.push_back(line);
+        }
         in >> line >> count;
         if (!in || line != "samples") return false;
         for (size_t i = 0; i < count; ++i) {
@@ -237,8 +240,28 @@ Dataset Dataset::image_folder(const std::string& root_in, const IndexOptions& op
     return std::move(b.ds);
 }
 
+namespace {
+
+// std::getline with a cap: false at the end of the input, IoError when a line is longer than kMaxListLineBytes
+// (a file that is not a list file must not make the reader allocate without bound).
+bool read_list_line(std::istream& in, std::string& line, const std::string& path, int64_t lineno) {
+    line.clear();
+    std::streambuf* sb = in.rdbuf();
+    for (;;) {
+        const int c = sb->sbumpc();
+        if (c == std::char_traits<char>::eof()) return !line.empty();
+        if (c == '\n') return true;
+        if (line.size() >= kMaxListLineBytes)
+            throw IoError(str("list file '", path, "' line ", lineno, " is longer than ", kMaxListLineBytes,
+                              " bytes: not a list file?"));
+        line += static_cast<char>(c);
+    }
+}
+
+}  // namespace
+
 Dataset Dataset::list_file(const std::string& path) {
-    std::ifstream in(path);
+    std::ifstream in(path, std::ios::binary);
     if (!in) throw IoError(str("cannot read the list file '", path, "': ", std::strerror(errno)));
     const size_t slash = path.rfind('/');
     const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
@@ -246,9 +269,13 @@ Dataset Dataset::list_file(const std::string& path) {
     b.ds.offsets_.push_back(0);
     int64_t max_label = -1;
     std::string line;
-    for (int lineno = 1; std::getline(in, line); ++lineno) {
+    for (int64_t lineno = 1; read_list_line(in, line, path, lineno); ++lineno) {
         const size_t first = line.find_first_not_of(" \t\r");
         if (first == std::string::npos || line[first] == '#') continue;
+        if (line.find('\0') != std::string::npos)
+            throw IoError(str("list file '", path, "' line ", lineno, ": NUL byte (not a text file?)"));
+        if (b.ds.labels_.size() >= kMaxListEntries)
+            throw IoError(str("list file '", path, "' lists more than ", kMaxListEntries, " samples"));
         const size_t last = line.find_last_not_of(" \t\r");
         const std::string body = line.substr(first, last - first + 1);
         const size_t sep = body.find_last_of(" \t");

@@ -4,6 +4,7 @@
 // Sampler: torch's DistributedSampler (per-epoch shuffle, padding or drop_last) on a Philox Fisher-Yates
 // shuffle keyed by (seed, epoch). Nothing here is differentiable.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -17,6 +18,9 @@ struct IndexOptions {
     bool use_cache = true;
 };
 
+constexpr size_t kMaxListLineBytes = 64 << 10;        // one "<path> <label>" line of a list file
+constexpr size_t kMaxListEntries = size_t(INT32_MAX);  // samples in one list file (int32 labels, int64 index)
+
 // An immutable list of (path, label). Paths are stored once in a single buffer (ImageNet's 1.28 M paths
 // take ~60 MB).
 class Dataset {
@@ -26,6 +30,7 @@ public:
     static Dataset image_folder(const std::string& root, const IndexOptions& opts = {});
     // One sample per line: "<path> <label>" (the label is the last field, so paths may contain spaces);
     // relative paths are resolved against the list file's folder; blank lines and '#' comments are skipped.
+    // Lines longer than kMaxListLineBytes, NUL bytes and more than kMaxListEntries samples are IoErrors.
     static Dataset list_file(const std::string& path);
 
     int64_t size() const { return static_cast<int64_t>(labels_.size()); }

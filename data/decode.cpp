@@ -19,7 +19,6 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_NO_STDIO
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_PNG
 #define STBI_ONLY_BMP
 #define STBI_ONLY_GIF
@@ -128,9 +127,8 @@ std::vector<uint8_t> read_file_bytes(const std::string& path, const DecodeLimits
 // ---- Decoder ----------------------------------------------------------------------------------------------
 struct Decoder::Header {
     ImageFormat format = ImageFormat::unknown;
-    bool use_stb = false;  // decoded by stb_image (not JPEG, or TurboJPEG rejected the header)
+    bool use_stb = false;  // decoded by stb_image (PNG, BMP, GIF)
     int raw_w = 0, raw_h = 0, orientation = 1, components = 3;
-    std::string tj_error;  // TurboJPEG's complaint about the header when stb_image takes over a JPEG
     int upright_w() const { return orientation >= 5 ? raw_h : raw_w; }
     int upright_h() const { return orientation >= 5 ? raw_w : raw_h; }
 };
@@ -152,6 +150,18 @@ void check_size(int w, int h, const DecodeLimits& lim, const char* what) {
         throw DecodeError(DecodeFailure::too_large, str(what, " header reports ", w, "x", h, " = ", int64_t(w) * h,
                                                         " pixels, more than the cap of ", lim.max_pixels));
     }
+}
+
+// stb_image sizes its IDAT buffer by the chunk lengths a PNG declares before checking that they fit in the file (a
+// 101-byte file made it ask for 2 GiB; found by fuzz/fuzz_decode): every chunk up to IEND must lie inside the file.
+bool png_chunks_fit(const uint8_t* d, size_t n) {
+    for (size_t p = 8; p + 8 <= n;) {
+        const uint64_t len = (uint64_t(d[p]) << 24) | (uint64_t(d[p + 1]) << 16) | (uint64_t(d[p + 2]) << 8) | d[p + 3];
+        if (len > n - p - 8) return false;
+        if (std::memcmp(d + p + 4, "IEND", 4) == 0) return true;
+        p += 12 + size_t(len);
+    }
+    return true;
 }
 
 ScaleFactor max_scale(ScaleFactor a, ScaleFactor b) { return int64_t(a.num) * b.den >= int64_t(b.num) * a.den ? a : b; }
@@ -186,7 +196,8 @@ Decoder::Header Decoder::read_header(const uint8_t* data, size_t n) {
                           str("not a JPEG, PNG, BMP or GIF file (", n, " bytes starting with 0x", std::hex,
                               int(data[0]), n > 1 ? int(data[1]) : 0, ")"));
     }
-    std::string tj_msg;
+    if (hd.format == ImageFormat::png && !png_chunks_fit(data, n))
+        throw DecodeError(DecodeFailure::corrupt, str("PNG: a chunk is longer than the ", n, "-byte file"));
     if (hd.format == ImageFormat::jpeg) {
         int subsamp = 0, cs = 0;
         tjhandle tj = static_cast<tjhandle>(tj_);
@@ -207,14 +218,16 @@ Decoder::Header Decoder::read_header(const uint8_t* data, size_t n) {
             if (opts_.apply_exif_orientation) hd.orientation = jpeg_exif_orientation(data, n);
             return hd;
         }
-        tj_msg = tjGetErrorStr2(static_cast<tjhandle>(tj_));
+        // No fallback to stb_image for JPEGs: its JPEG decoder (2.27) writes and reads out of bounds on corrupt
+        // Huffman tables (found by fuzz/fuzz_decode), so it is not compiled in at all.
+        const std::string msg = tjGetErrorStr2(static_cast<tjhandle>(tj_));
         reset_handle();
+        throw DecodeError(detail::classify_message(msg), str("JPEG header: ", msg));
     }
     hd.use_stb = true;
-    hd.tj_error = tj_msg;
     int comp = 0;
     if (n > size_t(INT32_MAX) || !stbi_info_from_memory(data, static_cast<int>(n), &hd.raw_w, &hd.raw_h, &comp)) {
-        const std::string msg = tj_msg.empty() ? std::string(stbi_failure_reason()) : tj_msg;
+        const std::string msg = stbi_failure_reason();
         throw DecodeError(detail::classify_message(msg), str(to_string(hd.format), " header: ", msg));
     }
     check_size(hd.raw_w, hd.raw_h, opts_.limits, to_string(hd.format));
@@ -257,17 +270,6 @@ void Decoder::decode_jpeg_full(const uint8_t* data, size_t n, const Header& hd, 
         // A warning ("extraneous bytes before marker" ...) leaves a usable image, except the end-of-data one:
         // libjpeg then pads the missing rows with grey, which must not reach training.
         if (!warning || detail::classify_message(msg) == DecodeFailure::truncated) {
-            if (!warning) {  // anything TurboJPEG rejects goes to stb_image before giving up
-                int sw = 0, sh = 0, comp = 0;
-                if (stbi_info_from_memory(data, static_cast<int>(n), &sw, &sh, &comp) && sw == hd.raw_w &&
-                    sh == hd.raw_h) {
-                    try {
-                        decode_stb(data, n, hd, out);
-                        return;
-                    } catch (const DecodeError&) {
-                    }
-                }
-            }
             throw DecodeError(detail::classify_message(msg), str("JPEG: ", msg));
         }
     }
@@ -284,8 +286,8 @@ void Decoder::decode_jpeg_full(const uint8_t* data, size_t n, const Header& hd, 
 void Decoder::decode_stb(const uint8_t* data, size_t n, const Header& hd, Image& out) {
     int w = 0, h = 0, comp = 0;
     uint8_t* px = stbi_load_from_memory(data, static_cast<int>(n), &w, &h, &comp, 3);
-    if (!px) {  // a JPEG both libraries reject: TurboJPEG's diagnosis is the more precise one
-        const std::string msg = hd.tj_error.empty() ? std::string(stbi_failure_reason()) : hd.tj_error;
+    if (!px) {
+        const std::string msg = stbi_failure_reason();
         throw DecodeError(detail::classify_message(msg), str(to_string(hd.format), ": ", msg));
     }
     out.width = w;

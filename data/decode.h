@@ -1,6 +1,6 @@
 // Image decoding for the loader: JPEG through TurboJPEG at the smallest DCT scale (1/8 .. 1) that still gives
 // the largest crop its output resolution, libjpeg region decoding (jpeg_crop_scanline / jpeg_skip_scanlines)
-// when the crops cover little of the picture, stb_image for PNG/BMP/GIF and whatever TurboJPEG rejects;
+// when the crops cover little of the picture, stb_image for PNG/BMP/GIF (a JPEG TurboJPEG rejects is an error);
 // grayscale and CMYK/YCCK become RGB (Pillow's CMYK conversion, Adobe-inverted CMYK as Pillow reads it);
 // EXIF orientation (APP1, tag 0x0112) applied by default. Every failure is a DecodeError with a reason, thrown
 // before any allocation sized by an untrusted header. Nothing here is differentiable.

@@ -77,16 +77,24 @@ Entry parse_entry(const std::string& path, const std::string& name, const json::
     if (e.begin > e.end || e.end > data_len)
         throw IoError(str(where, ": data_offsets [", e.begin, ", ", e.end, ") outside the ", data_len,
                           " data bytes of the file (truncated or corrupt file?)"));
-    if (e.end - e.begin != numel * dtype_size(e.dtype))
-        throw IoError(str(where, ": ", e.end - e.begin, " data bytes for shape ", shape_str(e.shape), " of ",
-                          dtype_tag(e.dtype), " (expected ", numel * dtype_size(e.dtype), ")"));
+    // numel * item is compared without being computed when it could wrap (2^62 F64 elements "need" 0 bytes),
+    // so that a tensor is never larger than its slice of the file.
+    const uint64_t item = dtype_size(e.dtype), bytes = e.end - e.begin;
+    if (numel > bytes / item || bytes != numel * item) {
+        const std::string expected = numel <= UINT64_MAX / item ? str(numel * item) : str(numel, " x ", item);
+        throw IoError(str(where, ": ", bytes, " data bytes for shape ", shape_str(e.shape), " of ", dtype_tag(e.dtype),
+                          " (expected ", expected, ")"));
+    }
     return e;
 }
 
 }  // namespace
 
 TensorMap load_safetensors(const std::string& path, Metadata* metadata) {
-    const std::string bytes = read_all(path);
+    return load_safetensors_from_memory(read_all(path), path, metadata);
+}
+
+TensorMap load_safetensors_from_memory(const std::string& bytes, const std::string& path, Metadata* metadata) {
     if (bytes.size() < 8) throw IoError(str(path, ": not a safetensors file (", bytes.size(), " bytes)"));
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);

@@ -18,6 +18,9 @@ constexpr uint64_t kMaxSafetensorsHeader = 100ull << 20;  // 100 MiB, as the ref
 
 // Loads every tensor onto the CPU (F64, F32, BF16, I64, I32, U8). Throws IoError.
 TensorMap load_safetensors(const std::string& path, Metadata* metadata = nullptr);
+// The same from the file's bytes already in memory; `source_name` stands for the path in error messages.
+TensorMap load_safetensors_from_memory(const std::string& bytes, const std::string& source_name,
+                                       Metadata* metadata = nullptr);
 
 // Writes tensors (moved to the CPU as needed) in name order. Throws IoError; an existing file at `path`
 // is replaced only once the new one is complete on disk.
