@@ -115,6 +115,29 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(v);
 }
 
+// The threads that reduce one row: a warp (BlockRow = false; blockDim.x / 32 rows per block) or the whole
+// block (BlockRow = true), walking rows first, first + step, ... Used by the row kernels of reduce, softmax and
+// layer norm; group_sum contains barriers when BlockRow, so every thread of the block must call it.
+template <bool BlockRow>
+struct RowGroup {
+    int64_t first, step;
+    int lane, width;
+    __device__ RowGroup() {
+        if (BlockRow) {
+            first = blockIdx.x, step = gridDim.x, lane = threadIdx.x, width = blockDim.x;
+        } else {
+            const int per_block = blockDim.x / 32;
+            first = (int64_t)blockIdx.x * per_block + threadIdx.x / 32;
+            step = (int64_t)gridDim.x * per_block, lane = threadIdx.x & 31, width = 32;
+        }
+    }
+};
+template <bool BlockRow>
+__device__ __forceinline__ float group_sum(float v, float* scratch) {
+    if constexpr (BlockRow) return block_sum(v, scratch);
+    else return warp_sum(v);
+}
+
 // Dynamic shared memory (the launch's `smem` bytes) as T*. Kernels use this instead of declaring
 // `extern __shared__ T name[]`, which the host compiler cannot give per-block storage under emulation.
 #ifdef SSLIGHT_EMU

@@ -16,26 +16,6 @@ constexpr int kBlock = 256;
 
 __host__ __device__ inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// The threads that reduce one row: a warp (BlockRow = false) or the whole block.
-template <bool BlockRow>
-struct RowGroup {
-    int64_t first, step;
-    int lane, width;
-    __device__ RowGroup() {
-        if (BlockRow) {
-            first = blockIdx.x, step = gridDim.x, lane = threadIdx.x, width = blockDim.x;
-        } else {
-            const int per_block = blockDim.x / 32;
-            first = (int64_t)blockIdx.x * per_block + threadIdx.x / 32;
-            step = (int64_t)gridDim.x * per_block, lane = threadIdx.x & 31, width = 32;
-        }
-    }
-};
-template <bool BlockRow>
-__device__ __forceinline__ float group_sum(float v, float* scratch) {
-    if constexpr (BlockRow) return block_sum(v, scratch);
-    else return warp_sum(v);
-}
 
 // Max with the first index: larger wins, NaN beats any number, ties go to the smaller index.
 __device__ __forceinline__ bool max_wins(float a, int ia, float b, int ib) {

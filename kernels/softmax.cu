@@ -13,25 +13,6 @@ constexpr int kRowsPerBlock = 8;
 constexpr int64_t kWarpRowMax = 1024;
 constexpr int kBlock = 256;
 
-template <bool BlockRow>
-struct RowGroup {
-    int64_t first, step;
-    int lane, width;
-    __device__ RowGroup() {
-        if (BlockRow) {
-            first = blockIdx.x, step = gridDim.x, lane = threadIdx.x, width = blockDim.x;
-        } else {
-            const int per_block = blockDim.x / 32;
-            first = (int64_t)blockIdx.x * per_block + threadIdx.x / 32;
-            step = (int64_t)gridDim.x * per_block, lane = threadIdx.x & 31, width = 32;
-        }
-    }
-};
-template <bool BlockRow>
-__device__ __forceinline__ float group_sum(float v, float* scratch) {
-    if constexpr (BlockRow) return block_sum(v, scratch);
-    else return warp_sum(v);
-}
 
 // Adds element v to the running (max m, sum s = sum exp(x - m)). -inf elements add nothing; NaN poisons s.
 __device__ __forceinline__ void online_add(float& m, float& s, float v) {
