@@ -2,6 +2,7 @@
 // (backbone weights from a checkpoint in torchvision/timm names), `info` (build options, devices, models with
 // parameters and FLOPs) and `demo` (the engine's MLP training demo). Exit codes: 0 success, 1 runtime error,
 // 2 bad command line or config.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -89,27 +90,48 @@ double parse_double(const std::string& flag, const char* v, double lo, double hi
     return x;
 }
 
-int cmd_info() {
+constexpr const char* kInfoUsage =
+    "usage: sslight info [--model NAME]\n"
+    "  Build options, the devices found, and every backbone with its parameters and forward FLOPs at the\n"
+    "  global-crop size (224 px) and the local-crop sizes (128 and 96 px). --model NAME adds that backbone's\n"
+    "  per-layer FLOP table at 224 and 96 px.\n";
+
+int cmd_info(int argc, char** argv) {
     using namespace sslight;
+    std::string only;
+    for (int i = 0; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--help" || a == "-h") {
+            std::cout << kInfoUsage;
+            return 0;
+        }
+        if (a != "--model" || i + 1 >= argc)
+            throw UsageError("info: unknown option '" + a + "' (see sslight info --help)");
+        only = argv[++i];
+    }
+    const std::vector<std::string> names = models::backbone_names();
+    if (!only.empty() && std::find(names.begin(), names.end(), only) == names.end())
+        throw UsageError("info: unknown model '" + only +
+                         "' (known: mobilenet_v2, resnet18, resnet34, resnet50, vit_tiny, vit_small)");
     std::cout << "sslight engine\n"
               << "  CUDA support: " << (runtime::cuda_built() ? "yes" : "no") << "\n"
               << "  CUDA devices: " << runtime::cuda_device_count();
     if (runtime::cuda_device_count() == 0) std::cout << " (" << runtime::cuda_unavailable_reason() << ")";
-    std::cout << "\n  default device: " << runtime::default_device().str() << "\n\nmodels (224x224 input):\n";
-    std::printf("  %-16s %12s %12s %8s\n", "name", "parameters", "FLOPs", "feature");
-    for (const std::string& name : models::backbone_names()) {
-        try {
-            std::shared_ptr<models::Backbone> b = models::make_backbone(name);
-            models::FlopCounter fc = models::count_flops(*b, 224, 224);
-            std::printf("  %-16s %12s %12s %8lld\n", name.c_str(),
-                        models::format_count(static_cast<double>(b->num_parameters())).c_str(),
-                        models::format_count(static_cast<double>(fc.flops())).c_str(),
-                        static_cast<long long>(b->feature_dim()));
-        } catch (const sslight::ConfigError& e) {
-        std::cerr << "sslight: error: " << e.what() << "\n";
-        return 2;
-    } catch (const std::exception& e) {
-            std::printf("  %-16s (unavailable: %s)\n", name.c_str(), e.what());
+    std::cout << "\n  default device: " << runtime::default_device().str() << "\n\nmodels (FLOPs = 2 x MACs):\n";
+    std::printf("  %-12s %11s %11s %11s %11s %8s\n", "name", "parameters", "FLOPs@224", "FLOPs@128", "FLOPs@96",
+                "feature");
+    for (const std::string& name : names) {
+        if (!only.empty() && name != only) continue;
+        std::shared_ptr<models::Backbone> b = models::make_backbone(name);
+        auto flops = [&](int px) {
+            return models::format_count(static_cast<double>(models::count_flops(*b, px, px).flops()));
+        };
+        std::printf("  %-12s %11s %11s %11s %11s %8lld\n", name.c_str(),
+                    models::format_count(static_cast<double>(b->num_parameters())).c_str(), flops(224).c_str(),
+                    flops(128).c_str(), flops(96).c_str(), static_cast<long long>(b->feature_dim()));
+        if (!only.empty()) {
+            for (int px : {224, 96})
+                std::cout << "\nper layer at " << px << " px:\n" << models::flops_table(models::count_flops(*b, px, px));
         }
     }
     return 0;
@@ -273,7 +295,7 @@ int main(int argc, char** argv) {
     const std::string cmd = argv[1];
     try {
         if (cmd == "demo") return cmd_demo(argc - 2, argv + 2);
-        if (cmd == "info") return cmd_info();
+        if (cmd == "info") return cmd_info(argc - 2, argv + 2);
         if (cmd == "pretrain") return cmd_pretrain(argc - 2, argv + 2);
         if (cmd == "export") return cmd_export(argc - 2, argv + 2);
         if (cmd == "knn") return cmd_knn(argc - 2, argv + 2);
