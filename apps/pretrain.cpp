@@ -27,6 +27,7 @@
 #include "engine/optim/clip.h"
 #include "engine/optim/schedule.h"
 #include "models/weights.h"
+#include "ssl/dino.h"
 
 namespace sslight::apps {
 namespace {
@@ -378,37 +379,46 @@ bool train(Run& r, PretrainResult& res) {
     return true;
 }
 
+KnnResult knn_of(Run& r, models::Backbone& backbone) {
+    const Tensor tr = extract_features(backbone, r.data->train, r.device);
+    const Tensor va = extract_features(backbone, r.data->val, r.device);
+    return knn_classify(tr, r.data->train.labels, va, r.data->val.labels, r.data->num_classes, r.cfg.knn_k,
+                        r.cfg.knn_temperature);
+}
+
+// kNN of the trained backbone (for DINO the EMA teacher's, as DINO's own kNN eval; the student is reported too)
+// against the same backbone at random init.
 void final_knn(Run& r, PretrainResult& res) {
     const auto t0 = Clock::now();
-    const Tensor tr = extract_features(r.method->student_backbone(), r.data->train, r.device);
-    const Tensor va = extract_features(r.method->student_backbone(), r.data->val, r.device);
-    res.knn_trained = knn_classify(tr, r.data->train.labels, va, r.data->val.labels, r.data->num_classes, r.cfg.knn_k,
-                                   r.cfg.knn_temperature);
+    auto* dino = dynamic_cast<ssl::Dino*>(r.method.get());
+    res.knn_trained = knn_of(r, dino ? *dino->teacher->backbone : r.method->student_backbone());
+    KnnResult student;
+    if (dino) student = knn_of(r, r.method->student_backbone());
     // The same backbone at random init: the method rebuilt from the same seed draws the same initial weights.
     const Generator saved = nn::init_generator();
     nn::init_generator() = Generator(r.cfg.seed);
     std::shared_ptr<ssl::Method> fresh = ssl::make_method(method_config_of(r.cfg));
     nn::init_generator() = saved;
     fresh->to(r.device);
-    const Tensor tr0 = extract_features(fresh->student_backbone(), r.data->train, r.device);
-    const Tensor va0 = extract_features(fresh->student_backbone(), r.data->val, r.device);
-    res.knn_random = knn_classify(tr0, r.data->train.labels, va0, r.data->val.labels, r.data->num_classes, r.cfg.knn_k,
-                                  r.cfg.knn_temperature);
+    res.knn_random = knn_of(r, fresh->student_backbone());
     res.knn_done = true;
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    r.metrics->write("knn", {{"iteration", double(r.pos.iteration)},
-                             {"k", double(r.cfg.knn_k)},
-                             {"temperature", r.cfg.knn_temperature},
-                             {"top1", res.knn_trained.top1},
-                             {"top5", res.knn_trained.top5},
-                             {"random_init_top1", res.knn_random.top1},
-                             {"random_init_top5", res.knn_random.top5},
-                             {"elapsed_s", secs}});
+    std::vector<std::pair<std::string, double>> fields = {{"iteration", double(r.pos.iteration)},
+                                                          {"k", double(r.cfg.knn_k)},
+                                                          {"temperature", r.cfg.knn_temperature},
+                                                          {"top1", res.knn_trained.top1},
+                                                          {"top5", res.knn_trained.top5}};
+    if (dino) fields.insert(fields.end(), {{"student_top1", student.top1}, {"student_top5", student.top5}});
+    fields.insert(fields.end(), {{"random_init_top1", res.knn_random.top1},
+                                 {"random_init_top5", res.knn_random.top5},
+                                 {"elapsed_s", secs}});
+    r.metrics->write("knn", fields);
     std::ostringstream os;
     os << "kNN (k " << r.cfg.knn_k << ", T " << r.cfg.knn_temperature << std::fixed << std::setprecision(1) << ", "
-       << r.data->train.count() << " train / " << r.data->val.count() << " val): trained top-1 "
-       << 100 * res.knn_trained.top1 << "% top-5 " << 100 * res.knn_trained.top5
-       << "%  |  same backbone at random init top-1 " << 100 * res.knn_random.top1 << "% top-5 "
+       << r.data->train.count() << " train / " << r.data->val.count() << " val): trained " << (dino ? "teacher " : "")
+       << "top-1 " << 100 * res.knn_trained.top1 << "% top-5 " << 100 * res.knn_trained.top5 << "%";
+    if (dino) os << " (student top-1 " << 100 * student.top1 << "% top-5 " << 100 * student.top5 << "%)";
+    os << "  |  same backbone at random init top-1 " << 100 * res.knn_random.top1 << "% top-5 "
        << 100 * res.knn_random.top5 << "%";
     r.log(os.str());
 }
