@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -79,6 +80,25 @@ std::vector<T> random_vector(size_t n, uint64_t seed, double lo = -1.0, double h
     }
     if (!nonzero && n > 0) v[0] = static_cast<T>(hi > 0 ? hi * 0.5 : lo * 0.5);
     return v;
+}
+
+// Host-side conversions for emulated-kernel tests: float values to a storage type (float, bf16) and back.
+template <class T>
+std::vector<T> to_storage(const std::vector<float>& v) {
+    std::vector<T> out;
+    for (float f : v) out.push_back(T(f));
+    return out;
+}
+template <class T>
+std::vector<float> to_float(const std::vector<T>& v) {
+    std::vector<float> out;
+    for (const T& x : v) out.push_back(static_cast<float>(x));
+    return out;
+}
+// Tolerance of an emulated kernel against the CPU reference for storage type T.
+template <class T>
+Tol emu_tol() {
+    return std::is_same<T, bf16>::value ? tol_for(DType::bf16) : tol_emu_f32();
 }
 
 // A CPU tensor of the given dtype (f32 or f64) with uniform values in [lo, hi).

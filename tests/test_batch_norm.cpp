@@ -386,19 +386,6 @@ TEST_SUITE("cpu") {
 
 #ifdef SSLIGHT_EMU_AVAILABLE
 namespace {
-template <class T>
-std::vector<T> to_storage(const std::vector<float>& v) {
-    std::vector<T> out;
-    for (float f : v) out.push_back(T(f));
-    return out;
-}
-template <class T>
-std::vector<float> to_float(const std::vector<T>& v) {
-    std::vector<float> out;
-    for (const T& t : v) out.push_back(static_cast<float>(t));
-    return out;
-}
-
 // Runs every emulated kernel on (M, C) against the CPU reference. Each step is fed the reference's inputs so that
 // a failure points at one kernel. Storage outputs (y, dx) use the storage dtype's tolerance; statistics are f32.
 template <class T>

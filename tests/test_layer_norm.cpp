@@ -111,18 +111,6 @@ TEST_SUITE("cpu") {
 namespace {
 
 template <class T>
-std::vector<T> to_storage(const std::vector<float>& v) {
-    std::vector<T> o;
-    for (float f : v) o.push_back(T(f));
-    return o;
-}
-template <class T>
-std::vector<float> to_float(const std::vector<T>& v) {
-    std::vector<float> o;
-    for (const T& x : v) o.push_back(static_cast<float>(x));
-    return o;
-}
-template <class T>
 std::vector<T> emu_input(size_t n, uint64_t seed, double lo, double hi) {
     return to_storage<T>(random_vector<float>(n, seed, lo, hi));
 }

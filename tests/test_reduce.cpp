@@ -191,22 +191,6 @@ TEST_SUITE("cpu") {
 #ifdef SSLIGHT_EMU_AVAILABLE
 namespace {
 
-template <class T>
-std::vector<T> to_storage(const std::vector<float>& v) {
-    std::vector<T> o;
-    for (float f : v) o.push_back(T(f));
-    return o;
-}
-template <class T>
-std::vector<float> to_float(const std::vector<T>& v) {
-    std::vector<float> o;
-    for (const T& x : v) o.push_back(static_cast<float>(x));
-    return o;
-}
-template <class T>
-Tol emu_tol() {
-    return std::is_same<T, bf16>::value ? tol_for(DType::bf16) : tol_emu_f32();
-}
 // Host values in [lo, hi) rounded to T's precision, as T and as float.
 template <class T>
 std::vector<T> emu_input(size_t n, uint64_t seed, double lo = -1.0, double hi = 1.0, double quantum = 0.0) {

@@ -329,13 +329,6 @@ std::vector<S> as(const std::vector<float>& v) {
     for (float x : v) out.push_back(S(x));
     return out;
 }
-template <class S>
-std::vector<float> to_float(const std::vector<S>& v) {
-    std::vector<float> out;
-    for (const S& x : v) out.push_back(float(x));
-    return out;
-}
-
 // Emulated forward + backward in storage type S against the CPU reference on the same S-rounded inputs.
 template <class S>
 void dino_emu_vs_cpu(int64_t B, int64_t K, int V, int G, bool softmax, uint64_t seed) {
