@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -80,6 +81,16 @@ std::vector<T> random_vector(size_t n, uint64_t seed, double lo = -1.0, double h
     }
     if (!nonzero && n > 0) v[0] = static_cast<T>(hi > 0 ? hi * 0.5 : lo * 0.5);
     return v;
+}
+
+// The message of the sslight::Error that f throws, or "(no error)" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "(no error)";
 }
 
 // Host-side conversions for emulated-kernel tests: float values to a storage type (float, bf16) and back.

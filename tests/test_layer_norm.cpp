@@ -25,15 +25,6 @@ Tensor leaf64(const Shape& s, uint64_t seed, double lo = -1.0, double hi = 1.0) 
     return random_tensor(s, seed, DType::f64, lo, hi).requires_grad_();
 }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
-
 }  // namespace
 
 TEST_SUITE("cpu") {

@@ -61,15 +61,6 @@ void check_matmul_grad(const Shape& batch, int64_t M, int64_t N, int64_t K, bool
               str("matmul grad ", shape_str(a.shape()), " x ", shape_str(b.shape()), " ta=", ta, " tb=", tb));
 }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
-
 }  // namespace
 
 TEST_SUITE("cpu") {

@@ -37,14 +37,6 @@ void expect_values(const Tensor& t, const std::vector<double>& want, const std::
 ParamGroup group(std::vector<Tensor*> params, double lr, double wd, bool adapt = true, std::string name = "") {
     return ParamGroup{std::move(params), lr, wd, adapt, std::move(name)};
 }
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Sizes of the multi-tensor tests: 60 tensors (more than kMtaMaxTensors), one empty, three around the chunk.

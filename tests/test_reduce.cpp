@@ -24,15 +24,6 @@ namespace {
 
 Tensor leaf64(const Shape& s, uint64_t seed) { return random_tensor(s, seed, DType::f64).requires_grad_(); }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
-
 struct DimCase {
     Shape shape;
     int64_t dim;

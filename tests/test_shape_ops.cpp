@@ -49,15 +49,6 @@ const std::vector<PermCase> kPermCases = {
     {{2, 1, 3, 2, 2, 3}, {5, 0, 3, 1, 4, 2}},  // rank 6
 };
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
-
 }  // namespace
 
 TEST_SUITE("cpu") {

@@ -31,15 +31,6 @@ std::vector<int64_t> random_labels(int64_t n, int64_t C, uint64_t seed) {
     return l;
 }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
-
 }  // namespace
 
 TEST_SUITE("cpu") {

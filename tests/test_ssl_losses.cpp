@@ -136,15 +136,6 @@ Tensor infonce_direct(const Tensor& q, const Tensor& k, const Tensor& queue, dou
     return cross_entropy(logits, zeros({q.size(0)}, DType::i64));
 }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
-
 }  // namespace
 
 TEST_SUITE("cpu") {
