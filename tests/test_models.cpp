@@ -103,7 +103,7 @@ std::string temp_path(const std::string& tag) {
     return "/tmp/sslight_test_models_" + std::to_string(::getpid()) + "_" + tag + ".safetensors";
 }
 
-std::string error_of(const std::function<void()>& fn) {
+std::string io_error_of(const std::function<void()>& fn) {
     try {
         fn();
     } catch (const IoError& e) {
@@ -314,7 +314,7 @@ TEST_SUITE("cpu") {
         io::save_safetensors(path, sd);
         auto b = make("resnet18", 6);
         const Tensor before = b->state_dict().at("conv1.weight").clone();
-        const std::string msg = error_of([&] { models::load_backbone(path, *b); });
+        const std::string msg = io_error_of([&] { models::load_backbone(path, *b); });
         std::remove(path.c_str());
         CHECK(msg.find(path) != std::string::npos);
         CHECK(msg.find("missing key: layer1.0.bn1.running_var") != std::string::npos);
@@ -323,7 +323,7 @@ TEST_SUITE("cpu") {
         CHECK(msg.find("dtype mismatch for bn1.weight: file has f64") != std::string::npos);
         CHECK(msg.find("unexpected key: fc.weight") != std::string::npos);
         CHECK(bit_equal(b->state_dict().at("conv1.weight"), before));
-        CHECK(error_of([&] { models::load_backbone("/nonexistent/w.safetensors", *b); }).find("/nonexistent") !=
+        CHECK(io_error_of([&] { models::load_backbone("/nonexistent/w.safetensors", *b); }).find("/nonexistent") !=
               std::string::npos);
     }
 
