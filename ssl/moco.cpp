@@ -30,7 +30,7 @@ MocoV2::MocoV2(const MethodConfig& c) : Method("MoCoV2"), config_(c) {
     encoder_k->set_requires_grad(false);
     Tensor q = randn({c.moco_queue, c.moco_dim}, nn::init_generator().next());
     register_buffer("queue", &queue, l2_normalize(q));
-    register_buffer("queue_ptr", &queue_ptr_, zeros({}, DType::i64));
+    register_buffer("queue_ptr", &queue_ptr_, zeros({}, DType::i64), /*host=*/true);
 }
 
 Tensor MocoV2::encode_query(const Tensor& x) { return l2_normalize(encoder_q->forward_groups({x})); }
@@ -68,12 +68,11 @@ void MocoV2::after_optimizer_step(const StepContext&) {
     const int64_t n = keys.size(0), K = queue.size(0), ptr = queue_ptr();
     SSL_CHECK_T(ConfigError, K % n == 0, "MoCo: the queue length (", K, ") must be a multiple of the global batch (",
                 n, ")");
-    std::vector<Tensor> parts;
-    if (ptr > 0) parts.push_back(queue.slice(0, ptr));
-    parts.push_back(keys);
-    if (ptr + n < K) parts.push_back(queue.slice(ptr + n, K));
-    queue = concat(parts, 0);
-    queue_ptr_ = full({}, double((ptr + n) % K), DType::i64).to(queue_ptr_.device());
+    // The graph that read the queue is gone (backward ran), so the oldest rows are overwritten in place;
+    // ptr is a multiple of n, so rows [ptr, ptr + n) are inside the queue.
+    Tensor rows = queue.slice(ptr, ptr + n);
+    runtime::copy(rows.raw_data(), queue.device(), keys.raw_data(), keys.device(), keys.nbytes());
+    queue_ptr_.data<int64_t>()[0] = (ptr + n) % K;  // a host buffer: no device round trip
     last_keys = Tensor();
 }
 

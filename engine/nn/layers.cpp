@@ -40,7 +40,7 @@ BatchNorm::BatchNorm(int64_t channels, bool two_d, double eps, double momentum, 
     register_parameter("bias", &bias, zeros({channels}));
     register_buffer("running_mean", &running_mean, zeros({channels}));
     register_buffer("running_var", &running_var, ones({channels}));
-    register_buffer("num_batches_tracked", &num_batches_tracked, zeros({}, DType::i64));
+    register_buffer("num_batches_tracked", &num_batches_tracked, zeros({}, DType::i64), /*host=*/true);
     args.eps = eps;
     args.momentum = momentum;
     args.act = act;
@@ -49,12 +49,8 @@ BatchNorm::BatchNorm(int64_t channels, bool two_d, double eps, double momentum, 
 Tensor BatchNorm::forward(const Tensor& x) {
     BatchNormArgs a = args;
     a.training = is_training();
-    if (a.training) {
-        // Host-side counter kept for state_dict compatibility with PyTorch.
-        Tensor n = num_batches_tracked.to(Device::cpu());
-        n.data<int64_t>()[0] += 1;
-        num_batches_tracked = n.to(num_batches_tracked.device());
-    }
+    // A host buffer (never moved to the GPU), kept for state_dict compatibility with PyTorch.
+    if (a.training) num_batches_tracked.data<int64_t>()[0] += 1;
     return batch_norm(x, weight, bias, running_mean, running_var, a);
 }
 

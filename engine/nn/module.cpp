@@ -26,10 +26,11 @@ Tensor& Module::register_parameter(const std::string& name, Tensor* slot, Tensor
     return *slot;
 }
 
-Tensor& Module::register_buffer(const std::string& name, Tensor* slot, Tensor value) {
+Tensor& Module::register_buffer(const std::string& name, Tensor* slot, Tensor value, bool host) {
     check_name(name);
+    SSL_CHECK(!host || !value.defined() || value.device().is_cpu(), "host buffer '", name, "' must be a CPU tensor");
     *slot = value;
-    buffers_.emplace_back(name, slot);
+    buffers_.push_back({name, slot, host});
     return *slot;
 }
 
@@ -61,8 +62,8 @@ std::vector<std::pair<std::string, Tensor*>> Module::named_parameters(bool train
 std::vector<std::pair<std::string, Tensor*>> Module::named_buffers() {
     std::vector<std::pair<std::string, Tensor*>> out;
     for (auto& [prefix, m] : named_modules())
-        for (auto& [name, t] : m->buffers_)
-            if (t->defined()) out.emplace_back(join(prefix, name), t);
+        for (const BufferSlot& b : m->buffers_)
+            if (b.slot->defined()) out.emplace_back(join(prefix, b.name), b.slot);
     return out;
 }
 
@@ -103,8 +104,9 @@ void Module::to(Device d) {
         *t = t->detach().to(d);
         t->requires_grad_(rg);
     }
-    for (auto& [name, t] : named_buffers())
-        if (t->device() != d) *t = t->to(d);
+    for (auto& [prefix, m] : named_modules())
+        for (const BufferSlot& b : m->buffers_)
+            if (!b.host && b.slot->defined() && b.slot->device() != d) *b.slot = b.slot->to(d);
 }
 
 StateDict Module::state_dict() {

@@ -55,7 +55,9 @@ public:
 
 protected:
     Tensor& register_parameter(const std::string& name, Tensor* slot, Tensor value);
-    Tensor& register_buffer(const std::string& name, Tensor* slot, Tensor value);
+    // host = true: the buffer stays on the CPU whatever device the module moves to (small counters such as
+    // BatchNorm's num_batches_tracked, updated every step: keeping them on the host avoids a device sync).
+    Tensor& register_buffer(const std::string& name, Tensor* slot, Tensor value, bool host = false);
     template <class M>
     std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
         add_child(name, m);
@@ -69,7 +71,12 @@ private:
     std::string type_name_;
     bool training_ = true;
     std::vector<std::pair<std::string, Tensor*>> params_;
-    std::vector<std::pair<std::string, Tensor*>> buffers_;
+    struct BufferSlot {
+        std::string name;
+        Tensor* slot;
+        bool host;
+    };
+    std::vector<BufferSlot> buffers_;
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
 
