@@ -38,6 +38,19 @@ export LD_LIBRARY_PATH="$PWD/.devcarry/lib:${cudnn_root:+$cudnn_root/lib:}${nccl
 export PATH="/usr/local/cuda/bin:$PATH"
 
 build=build-gpu
+sb_dir="$out/sslight_bench"
+# One summary line from a `sslight bench --json` file.
+sslight_bench_line() {
+    "$py" - "$1" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["phases_ms"]
+print("sslight-bench {} {} {} batch {}: {:.1f} samples/s, step {:.1f} ms (data {:.1f}, fwd {:.1f}, bwd {:.1f}, "
+      "optim {:.1f}, method {:.1f}), peak {:.0f} MiB".format(
+          d["method"], d["model"], d["dtype"], d["batch"], d["samples_per_s"], d["step_ms"], p["data"],
+          p["forward"], p["backward"], p["optimizer"], p["method_update"], d["memory_mib"]["device_peak"]))
+PY
+}
 gpu_rc=0
 if want build; then
 stamp "configure"
@@ -65,6 +78,36 @@ for b in "$build"/bench/bench_*; do
     echo "== $(basename "$b")"
     timeout "${BENCH_TIMEOUT_S:-25}" "$b" 2>&1 | tee "$out/$(basename "$b").txt" | tail -40
 done
+# `sslight bench` (issue 9, apps/bench_cmd.h): the six SPEC rows through the binary itself (pretrain's setup from the
+# row's config, synthetic views through the loader's device path), batch 128, f32 (--dtype bf16 is refused until the
+# engine has mixed precision), SSLIGHT_BENCH_STEPS (default 10) after 2 warm-up, one JSON per row. At most
+# SSLIGHT_BENCH_BUDGET_S (default 120) in all, 40 s per row; SSLIGHT_BENCH=0 skips it.
+if [[ "${SSLIGHT_BENCH:-1}" == 1 ]]; then
+    stamp "sslight bench: the six SPEC rows"
+    mkdir -p "$sb_dir"
+    sb_t0=$(date +%s)
+    for row in "dino resnet18" "dino resnet34" "dino mobilenet_v2" "dino vit_tiny" "swav mobilenet_v2" \
+               "moco mobilenet_v2"; do
+        read -r sb_m sb_b <<< "$row"
+        sb_left=$(( ${SSLIGHT_BENCH_BUDGET_S:-120} - ($(date +%s) - sb_t0) ))
+        if (( sb_left < 15 )); then
+            echo "sslight-bench $sb_m $sb_b: skipped (budget spent)" >> "$sb_dir/summary.txt"
+            continue
+        fi
+        sb_json="$sb_dir/${sb_m}_${sb_b}.json"
+        timeout $(( sb_left < 40 ? sb_left : 40 )) "$build/apps/sslight" bench --method "$sb_m" --model "$sb_b" \
+            --device cuda:0 --batch 128 --steps "${SSLIGHT_BENCH_STEPS:-10}" --warmup 2 --json "$sb_json" \
+            > "$sb_dir/${sb_m}_${sb_b}.txt" 2>&1
+        sb_rc=$?
+        tail -14 "$sb_dir/${sb_m}_${sb_b}.txt"
+        if [[ $sb_rc == 0 && -f "$sb_json" ]]; then
+            sslight_bench_line "$sb_json" >> "$sb_dir/summary.txt"
+        else
+            echo "sslight-bench $sb_m $sb_b: failed, exit code $sb_rc (see $sb_dir/${sb_m}_${sb_b}.txt)" \
+                >> "$sb_dir/summary.txt"
+        fi
+    done
+fi
 fi
 # Training step (issue 9): the six SPEC rows, batch 128, sslight vs the same step in PyTorch (eager f32, eager
 # channels_last + bf16 autocast) on this GPU, then torch.compile on one row (compiling all six would not fit the
@@ -85,5 +128,6 @@ echo "================ device_check summary ================"
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1
 [[ -f "$out/ctest_gpu.log" ]] && grep -E "tests passed|tests failed|Failed|Not Run|\*\*\*" "$out/ctest_gpu.log" | tail -20
 [[ -f "$ts_log" ]] && { grep "^train-step " "$ts_log" || echo "train-step: no result (see $ts_log)"; }
+[[ -f "$sb_dir/summary.txt" ]] && cat "$sb_dir/summary.txt"
 echo "gpu ctest exit code: $gpu_rc; total $(($(date +%s) - t0)) s; logs in $out/"
 exit $gpu_rc
