@@ -2,11 +2,14 @@
 // over the nodes reachable from the root, each run once all its consumers have delivered gradients).
 #include "engine/autograd.h"
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <queue>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "engine/profiler.h"
 #include "kernels/basic.h"
 
 namespace sslight {
@@ -14,6 +17,31 @@ namespace {
 
 thread_local bool t_grad_enabled = true;
 std::atomic<uint64_t> g_seq{0};
+
+// Post-accumulate hooks by leaf. The weak pointer tells the leaf apart from a later tensor at a freed address.
+struct HookEntry {
+    uint64_t id;
+    std::weak_ptr<TensorImpl> leaf;
+    PostAccumulateHook fn;
+};
+std::mutex g_hooks_mutex;
+std::unordered_map<const TensorImpl*, std::vector<HookEntry>> g_hooks;
+std::atomic<size_t> g_num_hooks{0};
+std::atomic<uint64_t> g_hook_id{1};
+
+void run_post_accumulate_hooks(const std::shared_ptr<TensorImpl>& impl) {
+    if (g_num_hooks.load(std::memory_order_relaxed) == 0) return;
+    std::vector<PostAccumulateHook> fns;
+    {
+        std::lock_guard<std::mutex> lock(g_hooks_mutex);
+        auto it = g_hooks.find(impl.get());
+        if (it == g_hooks.end()) return;
+        for (const HookEntry& h : it->second)
+            if (h.leaf.lock() == impl) fns.push_back(h.fn);
+    }
+    const Tensor leaf(impl);
+    for (const PostAccumulateHook& fn : fns) fn(leaf);  // outside the lock: a hook may add or remove hooks
+}
 
 // Leaf sink: sums incoming gradients into the leaf's .grad (+=, a fresh tensor the first time).
 struct AccumulateGrad : Node {
@@ -27,6 +55,7 @@ struct AccumulateGrad : Node {
                     " for leaf of shape ", shape_str(impl->shape));
         if (g.dtype() != impl->dtype) g = g.to(impl->dtype);
         impl->grad = accumulate(impl->grad ? Tensor(impl->grad) : Tensor(), g).impl_ptr();
+        run_post_accumulate_hooks(impl);
         return {};
     }
 };
@@ -49,8 +78,15 @@ Edge edge_of(const Tensor& t) {
 }  // namespace
 
 bool grad_enabled() { return t_grad_enabled; }
-NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
-NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
+// The outermost guard of a block is a profiler scope (a teacher's forward, the backward walk).
+NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) {
+    t_grad_enabled = false;
+    if (profiler::enabled() && prev_) profiler::block_begin("no_grad", this);
+}
+NoGradGuard::~NoGradGuard() {
+    t_grad_enabled = prev_;
+    if (profiler::enabled() && prev_) profiler::block_end(this);
+}
 
 bool needs_record(const std::vector<Tensor>& inputs) {
     if (!t_grad_enabled) return false;
@@ -72,12 +108,44 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
         o.grad_fn = node;
         o.output_nr = static_cast<int>(i);
     }
+    profiler::op_end(node->name());  // the op has computed its outputs: the profiler's forward boundary
 }
 
 void refuse_grad(const char* op, const std::vector<Tensor>& inputs) {
     if (!needs_record(inputs)) return;
     throw AutogradError(str("op '", op, "' has no backward but one of its inputs requires grad; "
                             "detach() the input or run it under NoGradGuard"));
+}
+
+uint64_t add_post_accumulate_hook(const Tensor& leaf, PostAccumulateHook hook) {
+    SSL_CHECK_T(AutogradError, leaf.defined() && leaf.requires_grad() && !leaf.grad_fn(),
+                "add_post_accumulate_hook: expected a leaf that requires grad (a parameter), got ",
+                leaf.defined() ? leaf.str() : std::string("an undefined tensor"),
+                leaf.defined() && leaf.grad_fn() ? " produced by an op" : "");
+    SSL_CHECK_T(AutogradError, hook != nullptr, "add_post_accumulate_hook: the hook is empty");
+    std::lock_guard<std::mutex> lock(g_hooks_mutex);
+    std::vector<HookEntry>& list = g_hooks[&leaf.impl()];
+    const size_t before = list.size();  // hooks of a freed leaf that lived at this address go
+    list.erase(std::remove_if(list.begin(), list.end(), [](const HookEntry& h) { return h.leaf.expired(); }),
+               list.end());
+    g_num_hooks -= before - list.size();
+    const uint64_t id = g_hook_id.fetch_add(1);
+    list.push_back({id, leaf.impl_ptr(), std::move(hook)});
+    g_num_hooks += 1;
+    return id;
+}
+
+void remove_post_accumulate_hook(uint64_t id) {
+    std::lock_guard<std::mutex> lock(g_hooks_mutex);
+    for (auto it = g_hooks.begin(); it != g_hooks.end(); ++it) {
+        auto& list = it->second;
+        auto h = std::find_if(list.begin(), list.end(), [id](const HookEntry& e) { return e.id == id; });
+        if (h == list.end()) continue;
+        list.erase(h);
+        if (list.empty()) g_hooks.erase(it);
+        g_num_hooks -= 1;
+        return;
+    }
 }
 
 Tensor accumulate(const Tensor& acc, const Tensor& g) {
@@ -149,8 +217,12 @@ void run_backward(const Tensor& root, const Tensor& grad) {
         grads.resize(node->num_outputs);
         std::vector<bool> needs(node->next.size());
         for (size_t i = 0; i < needs.size(); ++i) needs[i] = node->next[i].valid();
-        std::vector<Tensor> in_grads = node->backward(grads, needs);
-        node->release();
+        std::vector<Tensor> in_grads;
+        {
+            profiler::Scope scope(node->name(), profiler::Kind::backward);
+            in_grads = node->backward(grads, needs);
+            node->release();
+        }
         node->consumed = dynamic_cast<AccumulateGrad*>(node.get()) == nullptr;  // leaf sinks are reused
         for (size_t i = 0; i < node->next.size(); ++i) {
             const Edge& e = node->next[i];
@@ -159,7 +231,12 @@ void run_backward(const Tensor& root, const Tensor& grad) {
                 std::vector<Tensor>& slot = pending[e.node.get()];
                 slot.resize(e.node->num_outputs);
                 Tensor& acc = slot[e.input_nr];
-                acc = acc.defined() ? accumulate(acc.clone(), in_grads[i]) : in_grads[i];
+                if (acc.defined()) {
+                    profiler::Scope scope("grad_sum", profiler::Kind::engine);
+                    acc = accumulate(acc.clone(), in_grads[i]);
+                } else {
+                    acc = in_grads[i];
+                }
             }
             if (--deps[e.node.get()] == 0) {
                 if (pending.count(e.node.get())) ready.push(e.node);

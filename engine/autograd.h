@@ -4,6 +4,8 @@
 // accumulates (+=) into leaf .grad. The graph is freed as it is consumed: a second backward through the
 // same nodes fails with AutogradError. Backward runs with gradient recording off (no double backward).
 #pragma once
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -63,5 +65,14 @@ void run_backward(const Tensor& root, const Tensor& grad);
 
 // Sums `g` into `acc` (acc undefined -> a fresh copy of g). Used for gradient accumulation.
 Tensor accumulate(const Tensor& acc, const Tensor& g);
+
+// Post-accumulate hook: hook(leaf) runs inside backward right after `leaf` (a tensor that requires grad and has no
+// grad_fn) has accumulated this backward's gradient into .grad: once per backward that reaches the leaf (gradients
+// meeting at it are summed first), on the thread running backward, in the order the leaves complete, with gradient
+// recording off. Data parallel launches a gradient bucket's all-reduce from it while backward continues. Hooks are
+// keyed by the leaf's storage object: they follow copies of the Tensor handle, not a parameter slot reassigned later.
+using PostAccumulateHook = std::function<void(const Tensor& leaf)>;
+uint64_t add_post_accumulate_hook(const Tensor& leaf, PostAccumulateHook hook);  // returns the id to remove it
+void remove_post_accumulate_hook(uint64_t id);  // unknown ids are ignored
 
 }  // namespace sslight

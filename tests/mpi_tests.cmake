@@ -45,3 +45,28 @@ else()
            "echo 'SKIPPED: the mpi tests need MPI and mpirun (scripts/install_deps.sh installs libopenmpi-dev, openmpi-bin)'; exit 77")
 endif()
 set_tests_properties(dist_methods.mpi2 PROPERTIES LABELS mpi TIMEOUT 120 SKIP_RETURN_CODE 77 ENVIRONMENT "${_dist_env}")
+
+# `sslight pretrain` data parallel on 2 ranks against one process, rank-0-only files (tests/test_dist_pretrain.cpp).
+add_engine_test(dist_pretrain LABELS cpu TIMEOUT 120 LIBS sslight_apps)
+if(TARGET test_dist_pretrain AND SSLIGHT_WITH_MPI AND _dist_mpirun)
+  add_test(NAME dist_pretrain.mpi2 COMMAND ${_dist_mpirun} --allow-run-as-root --oversubscribe -np 2
+           $<TARGET_FILE:test_dist_pretrain> --test-suite=mpi)
+else()
+  add_test(NAME dist_pretrain.mpi2 COMMAND sh -c
+           "echo 'SKIPPED: the mpi tests need MPI and mpirun (scripts/install_deps.sh installs libopenmpi-dev, openmpi-bin)'; exit 77")
+endif()
+set_tests_properties(dist_pretrain.mpi2 PROPERTIES LABELS mpi TIMEOUT 180 SKIP_RETURN_CODE 77 ENVIRONMENT "${_dist_env}")
+if(TARGET test_dist_pretrain AND SSLIGHT_WITH_MPI AND _dist_mpirun)
+  # A rank killed (the launcher ends the job) or stalled (the collective timeout names it) in the middle of pretrain.
+  foreach(sig KILL STOP)
+    string(TOLOWER ${sig} _sig)
+    add_test(NAME dist_pretrain.mpi_${_sig} COMMAND ${_dist_mpirun} --allow-run-as-root --oversubscribe -np 2
+             $<TARGET_FILE:test_dist_pretrain> --test-suite=mpi_kill)
+    set_tests_properties(dist_pretrain.mpi_${_sig} PROPERTIES LABELS mpi TIMEOUT 90 ENVIRONMENT
+                         "${_dist_env};SSLIGHT_COLLECTIVE_TIMEOUT_S=5;SSLIGHT_TEST_SIGNAL=${sig}")
+  endforeach()
+  set_tests_properties(dist_pretrain.mpi_kill PROPERTIES PASS_REGULAR_EXPRESSION
+                       "rank 1 .*exited on signal 9|collective [a-z_]+ #[0-9]+ timed out on rank 0")
+  set_tests_properties(dist_pretrain.mpi_stop PROPERTIES PASS_REGULAR_EXPRESSION
+                       "collective [a-z_]+ #[0-9]+ timed out on rank 0 .*ranks that did not arrive: 1;")
+endif()

@@ -1,8 +1,11 @@
 // The tape itself: leaf accumulation, gradients meeting at a tensor, needs-grad masks, no-grad scope,
-// detach, freeing the graph, refusing ops without a backward, backward seeds.
+// detach, freeing the graph, refusing ops without a backward, backward seeds, post-accumulate hooks.
 #include <doctest/doctest.h>
 
+#include <string>
+
 #include "engine/autograd.h"
+#include "engine/ops/elementwise.h"
 #include "tests/compare.h"
 
 using namespace sslight;
@@ -95,5 +98,36 @@ TEST_SUITE("cpu") {
         CHECK(node->seen == std::vector<bool>{true, false});
         CHECK(a.grad().defined());
         CHECK(!b.grad().defined());
+    }
+
+    TEST_CASE("post-accumulate hooks: once per backward, after the summed gradient lands, in completion order") {
+        Tensor w1 = random_tensor({3}, 11, DType::f64).requires_grad_();
+        Tensor w2 = random_tensor({3}, 12, DType::f64).requires_grad_();
+        Tensor unused = random_tensor({3}, 13, DType::f64).requires_grad_();
+        std::vector<std::string> order;
+        std::vector<double> seen;
+        const uint64_t id1 = add_post_accumulate_hook(w1, [&](const Tensor& leaf) {
+            order.push_back("w1");
+            seen.push_back(leaf.grad().to_vector<double>()[0]);
+        });
+        const uint64_t id2 = add_post_accumulate_hook(w2, [&](const Tensor&) { order.push_back("w2"); });
+        add_post_accumulate_hook(unused, [&](const Tensor&) { order.push_back("unused"); });
+        // w1 is used first and twice (its two gradients meet), w2 later: backward completes w2 first.
+        auto loss = [&] { return mul(add(add(w1, w1), w2), random_tensor({3}, 14, DType::f64)); };
+        loss().backward(ones({3}, DType::f64));
+        CHECK(order == std::vector<std::string>{"w2", "w1"});
+        REQUIRE(seen.size() == 1);
+        CHECK(seen[0] == w1.grad().to_vector<double>()[0]);  // the hook saw the complete (summed) gradient
+        loss().backward(ones({3}, DType::f64));               // accumulates; the hook sees the new total
+        CHECK(seen.size() == 2);
+        CHECK(seen[1] == doctest::Approx(2 * seen[0]));
+        remove_post_accumulate_hook(id1);
+        remove_post_accumulate_hook(id2);
+        remove_post_accumulate_hook(id2);  // unknown id: ignored
+        order.clear();
+        loss().backward(ones({3}, DType::f64));
+        CHECK(order.empty());
+        CHECK_THROWS_AS(add_post_accumulate_hook(w1.clone(), [](const Tensor&) {}), AutogradError);
+        CHECK_THROWS_AS(add_post_accumulate_hook(random_tensor({2}, 15), [](const Tensor&) {}), AutogradError);
     }
 }

@@ -1,8 +1,9 @@
 // Distributed engine: the communicator's collectives (sum in rank order, so results are checked bit for bit
-// against the same sum formed locally), data parallel on a small CNN with synchronised BatchNorm (2 or 3 ranks
-// × B/world equal one process × B: loss, gradients, updated weights and running statistics within fp32
-// tolerance; bucket size changes no bit) and the collective timeout. Suites: "cpu" (single process), "mpi"
-// (under mpirun -np 2 / 3), "mpi_timeout" (under mpirun with a short SSLIGHT_COLLECTIVE_TIMEOUT_S: must abort).
+// against the same sum formed locally; asynchronous all-reduces interleaved with blocking ones), data parallel on a
+// small CNN with synchronised BatchNorm (2 or 3 ranks × B/world equal one process × B: loss, gradients, updated
+// weights and running statistics within fp32 tolerance; buckets launched during backward; bucket size 1 KiB, 1 MiB
+// or everything and overlap on or off change no bit) and the collective timeout. Suites: "cpu" (single process),
+// "mpi" (under mpirun -np 2 / 3), "mpi_timeout" (under mpirun with a short SSLIGHT_COLLECTIVE_TIMEOUT_S: must abort).
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/autograd.h"
 #include "engine/dist/communicator.h"
 #include "engine/dist/data_parallel.h"
 #include "engine/nn/layers.h"
@@ -53,17 +55,55 @@ void check_all_reduce(Communicator& c, int64_t n, ReduceOp op) {
     CHECK_MESSAGE(bad == 0, std::string(dtype_name(t.dtype())), " n=", n, ": ", bad, " elements differ from the rank-order sum");
 }
 
+// The all_reduce expectations above through all_reduce_async: several in flight at once, a blocking all_reduce
+// issued between them, waited for in reverse order; results bit-identical to the rank-order sum.
+void check_all_reduce_async(Communicator& c) {
+    const std::vector<int64_t> sizes = {5, 1001, 3, 70000};
+    std::vector<Tensor> ts, want;
+    std::vector<std::shared_ptr<Work>> works;
+    for (size_t k = 0; k < sizes.size(); ++k) {
+        Tensor t = full({sizes[k]}, 0.0, k % 2 ? DType::f64 : DType::f32);
+        Tensor w = full({sizes[k]}, 0.0, t.dtype());
+        for (int r = 0; r < c.world(); ++r) {
+            Tensor v = randn({sizes[k]}, RngKey{77 + k, static_cast<uint64_t>(r)}).to(t.dtype());
+            if (r == c.rank()) t = v.clone();
+            add_(w, v);  // rank order, as the backend sums
+        }
+        ts.push_back(t);
+        want.push_back(w);
+        works.push_back(c.all_reduce_async(ts.back(), ReduceOp::sum));
+        Tensor blocking = full({2}, double(c.rank()), DType::f64);
+        c.all_reduce(blocking);
+        CHECK(blocking.to_vector<double>()[0] == double(c.world() * (c.world() - 1) / 2));
+    }
+    for (size_t k = sizes.size(); k-- > 0;) {
+        works[k]->wait();
+        CHECK(works[k]->test());
+        const Tensor a = ts[k].to(DType::f64), b = want[k].to(DType::f64);
+        CHECK_MESSAGE(a.to_vector<double>() == b.to_vector<double>(), "async all_reduce ", k, " (", sizes[k],
+                      " elements) differs from the rank-order sum");
+    }
+    Tensor mean = full({4}, double(c.rank() + 1), DType::f64);
+    c.all_reduce_async(mean, ReduceOp::mean)->wait();
+    CHECK(mean.to_vector<double>()[3] == (c.world() + 1) / 2.0);
+}
+
 class SmallCnn : public nn::Module {
 public:
-    explicit SmallCnn(int64_t width = 16) : Module("SmallCnn") {
+    // hidden > 0 adds a Linear(width, hidden) + ReLU before the classifier (a parameter of hidden·width floats).
+    explicit SmallCnn(int64_t width = 16, int64_t hidden = 0) : Module("SmallCnn") {
         conv = register_module("conv", std::make_shared<nn::Conv2d>(3, width, 3, nn::Conv2dOptions{1, 1, 1, 1, true}));
         bn = register_module("bn", std::make_shared<nn::BatchNorm>(width));
-        fc = register_module("fc", std::make_shared<nn::Linear>(width, 5));
+        if (hidden > 0) mid = register_module("mid", std::make_shared<nn::Linear>(width, hidden));
+        fc = register_module("fc", std::make_shared<nn::Linear>(hidden > 0 ? hidden : width, 5));
     }
-    Tensor forward(const Tensor& x) override { return fc->forward(global_avg_pool(relu(bn->forward(conv->forward(x))))); }
+    Tensor forward(const Tensor& x) override {
+        Tensor h = global_avg_pool(relu(bn->forward(conv->forward(x))));
+        return fc->forward(mid ? relu(mid->forward(h)) : h);
+    }
     std::shared_ptr<nn::Conv2d> conv;
     std::shared_ptr<nn::BatchNorm> bn;
-    std::shared_ptr<nn::Linear> fc;
+    std::shared_ptr<nn::Linear> mid, fc;
 };
 
 struct StepResult {
@@ -149,30 +189,56 @@ void check_data_parallel(std::shared_ptr<Communicator> comm, size_t bucket_bytes
         CHECK(std::equal(rows.begin(), rows.begin() + flat.numel(), rows.begin() + q * flat.numel()));
 }
 
-std::vector<std::vector<float>> synced_grads(std::shared_ptr<Communicator> comm, size_t bucket_bytes,
-                                             size_t* buckets) {
+struct Synced {
+    std::vector<std::vector<float>> grads;
+    size_t buckets = 0;
+    size_t launched_before_last = 0;  // buckets in flight when backward reached the first layer's weight
+};
+
+// One backward + synchronize_gradients on this rank's share of a CNN with a 1.2 MB layer (48 -> 6400).
+Synced synced_grads(std::shared_ptr<Communicator> comm, size_t bucket_bytes, bool overlap) {
     nn::manual_seed(5);
-    SmallCnn model(48);
-    DataParallel dp(model, comm, bucket_bytes);
+    SmallCnn model(48, 6400);
+    Synced out;
+    DataParallel* dpp = nullptr;
+    // Registered before DataParallel's hooks, so it runs before conv.weight's own bucket launches.
+    const uint64_t probe = add_post_accumulate_hook(model.conv->weight, [&](const Tensor&) {
+        out.launched_before_last = dpp->num_launched();
+    });
+    DataParallel dp(model, comm, bucket_bytes, overlap);
+    dpp = &dp;
     dp.enable_sync_batchnorm();
-    *buckets = dp.num_buckets();
+    out.buckets = dp.num_buckets();
     const int64_t b = kBatch / comm->world();
     Tensor x = batch_images().slice(comm->rank() * b, (comm->rank() + 1) * b);
     cross_entropy(model(x), batch_labels().slice(comm->rank() * b, (comm->rank() + 1) * b)).backward();
+    CHECK(dp.num_launched() == (overlap ? dp.num_buckets() : 0));  // every bucket is on its way after backward
     dp.synchronize_gradients();
-    std::vector<std::vector<float>> g;
-    for (Tensor* p : model.parameters(true)) g.push_back(p->grad().to_vector<float>());
-    return g;
+    CHECK(dp.num_launched() == 0);
+    remove_post_accumulate_hook(probe);
+    for (Tensor* p : model.parameters(true)) out.grads.push_back(p->grad().to_vector<float>());
+    return out;
 }
 
+// Buckets of 1 KiB, 1 MiB and everything, overlapped with backward or not: the same bits. With overlap, the
+// buckets holding the last layers are launched before backward reaches the first layer.
 void check_bucket_independence(std::shared_ptr<Communicator> comm) {
-    size_t small_buckets = 0, big_buckets = 0;
-    auto small = synced_grads(comm, 1 << 10, &small_buckets);
-    auto big = synced_grads(comm, 25 << 20, &big_buckets);
-    CHECK(small_buckets > 2);
-    CHECK(big_buckets == 1);
-    REQUIRE(small.size() == big.size());
-    for (size_t i = 0; i < small.size(); ++i) CHECK_MESSAGE(small[i] == big[i], "parameter ", i, " differs");
+    const Synced all = synced_grads(comm, size_t(1) << 40, false);
+    CHECK(all.buckets == 1);
+    for (size_t bytes : {size_t(1) << 10, size_t(1) << 20, size_t(1) << 40}) {
+        for (bool overlap : {true, false}) {
+            INFO("bucket bytes ", bytes, (overlap ? ", overlapped" : ", after backward"));
+            const Synced s = synced_grads(comm, bytes, overlap);
+            if (bytes == size_t(1) << 10) CHECK(s.buckets > 3);
+            if (bytes == size_t(1) << 20) CHECK(s.buckets == 3);  // [fc + mid.bias], [mid.weight], [bn + conv]
+            if (overlap && s.buckets > 1) {
+                CHECK(s.launched_before_last >= 1);
+                CHECK(s.launched_before_last < s.buckets);
+            }
+            REQUIRE(s.grads.size() == all.grads.size());
+            for (size_t i = 0; i < s.grads.size(); ++i) CHECK_MESSAGE(s.grads[i] == all.grads[i], "parameter ", i);
+        }
+    }
 }
 
 }  // namespace
@@ -216,7 +282,7 @@ TEST_SUITE("cpu") {
     TEST_CASE("data parallel: a gradient missing on every rank stays missing") {
         nn::manual_seed(3);
         SmallCnn model(8);
-        DataParallel dp(model, make_communicator(Backend::single), 256);
+        DataParallel dp(model, make_communicator(Backend::single), 256, /*overlap=*/false);
         Tensor x = batch_images();
         model.zero_grad();
         Tensor loss = cross_entropy(model(x), batch_labels());
@@ -226,6 +292,32 @@ TEST_SUITE("cpu") {
         dp.synchronize_gradients();
         CHECK_FALSE(model.conv->bias.grad().defined());
         CHECK(model.fc->weight.grad().to_vector<float>() == before);
+    }
+
+    TEST_CASE("data parallel with overlap: a second backward before synchronize_gradients is refused") {
+        nn::manual_seed(3);
+        SmallCnn model(8);
+        auto loss = [&] { return cross_entropy(model(batch_images()), batch_labels()); };
+        {
+            DataParallel dp(model, make_communicator(Backend::single), 256);
+            loss().backward();
+            CHECK(dp.num_launched() == dp.num_buckets());
+            try {
+                loss().backward();
+                FAIL("expected an Error");
+            } catch (const Error& e) {
+                CHECK(std::string(e.what()).find("received a second gradient before synchronize_gradients") !=
+                      std::string::npos);
+            }
+        }
+        model.zero_grad();
+        loss().backward();  // the hooks went with DataParallel
+        loss().backward();
+        CHECK(model.fc->weight.grad().defined());
+    }
+
+    TEST_CASE("single communicator: all_reduce_async is the identity") {
+        check_all_reduce_async(*make_communicator(Backend::single));
     }
 }
 
@@ -255,6 +347,10 @@ TEST_SUITE("mpi") {
         check_all_reduce<int32_t>(*c, 3, ReduceOp::sum);
         Tensor u8 = zeros({3}, DType::u8);
         CHECK_THROWS_AS(c->all_reduce(u8), DTypeError);
+    }
+
+    TEST_CASE("mpi: all_reduce_async in flight around blocking collectives, bit-identical sums") {
+        check_all_reduce_async(*mpi_comm());
     }
 
     TEST_CASE("mpi: all_gather") {
@@ -300,7 +396,7 @@ TEST_SUITE("mpi") {
         check_data_parallel(mpi_comm(), 1 << 10);
     }
 
-    TEST_CASE("mpi: bucket size 1 KiB and 25 MiB give identical gradients") {
+    TEST_CASE("mpi: buckets of 1 KiB, 1 MiB or everything, overlapped or not, give identical gradients") {
         check_bucket_independence(mpi_comm());
     }
 }
@@ -353,6 +449,8 @@ TEST_SUITE("gpu") {
         CHECK(out.device().is_cuda());
         CHECK(out.to(Device::cpu()).to_vector<float>() == host.to_vector<float>());
         c->broadcast(t, 0);
+        c->all_reduce_async(t, ReduceOp::sum)->wait();  // the second NCCL communicator and its stream
+        CHECK(t.to(Device::cpu()).to_vector<float>() == host.to_vector<float>());
         Tensor cpu = host.clone();
         c->all_reduce(cpu, ReduceOp::sum);  // a CPU tensor goes through MPI
         CHECK(cpu.to_vector<float>() == host.to_vector<float>());

@@ -1,7 +1,9 @@
 // The single-process communicator (world 1: all_reduce and broadcast are the identity, all_gather a copy), the
-// launcher environment helpers and the backend factory (DESIGN.md §4). Collectives record no gradient.
+// default all_reduce_async (blocking, then a finished Work), shard helpers, the launcher environment helpers and the
+// backend factory (DESIGN.md §4). Collectives record no gradient.
 #include "engine/dist/communicator.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 
@@ -38,6 +40,12 @@ std::shared_ptr<Communicator> make_nccl_communicator() {
 
 namespace {
 
+class FinishedWork : public Work {
+public:
+    bool test() override { return true; }
+    void wait() override {}
+};
+
 class SingleCommunicator : public Communicator {
 public:
     const char* backend_name() const override { return "single"; }
@@ -69,6 +77,47 @@ int first_env(std::initializer_list<const char*> names, int fallback) {
 }
 
 }  // namespace
+
+std::shared_ptr<Work> Communicator::all_reduce_async(Tensor& t, ReduceOp op) {
+    all_reduce(t, op);
+    return std::make_shared<FinishedWork>();
+}
+
+Device rank_device(const Communicator& comm, Device requested) {
+    if (!requested.is_cuda()) return requested;
+    const int count = runtime::cuda_device_count();
+    SSL_CHECK_DEVICE(count > 0, "rank ", comm.rank(), ": the run asks for ", requested.str(), " but no GPU is usable: ",
+                     runtime::cuda_unavailable_reason());
+    return comm.world() > 1 ? Device::cuda(comm.local_rank() % count) : requested;
+}
+
+std::pair<int64_t, int64_t> shard_range(int64_t n, int rank, int world) {
+    SSL_CHECK(world >= 1 && rank >= 0 && rank < world && n >= 0, "shard_range: rank ", rank, " of world ", world,
+              " over ", n, " items");
+    const int64_t per = (n + world - 1) / world;
+    return {std::min(n, rank * per), std::min(n, (rank + 1) * per)};
+}
+
+Tensor all_gather_shards(Communicator& comm, const Tensor& rows, int64_t total) {
+    const auto [lo, hi] = shard_range(total, comm.rank(), comm.world());
+    const int64_t per = (total + comm.world() - 1) / comm.world();
+    SSL_CHECK_SHAPE(rows.defined() && rows.dim() == 2 && rows.size(0) == hi - lo, "all_gather_shards: rank ",
+                    comm.rank(), " holds rows [", lo, ", ", hi, ") of ", total, ", expected a [", hi - lo,
+                    ", D] tensor, got ", rows.defined() ? rows.str() : std::string("an undefined tensor"));
+    // The width D from the ranks that have rows (an empty shard may not know it).
+    Tensor width = from_vector<int64_t>({hi > lo ? rows.size(1) : 0}, {1}), widths;
+    comm.all_gather(width, widths);
+    std::vector<int64_t> ws = widths.to_vector<int64_t>();
+    const int64_t D = *std::max_element(ws.begin(), ws.end());
+    for (int64_t w : ws)
+        SSL_CHECK_SHAPE(w == 0 || w == D, "all_gather_shards: the ranks' rows have different widths (", w, " and ",
+                        D, ")");
+    Tensor padded = zeros({per, D}, rows.dtype(), rows.device()), all;
+    if (hi > lo) runtime::copy(padded.raw_data(), padded.device(), rows.raw_data(), rows.device(),
+                               rows.nbytes());
+    comm.all_gather(padded, all);
+    return all.slice(0, total);  // every shard before the last nonempty one is full
+}
 
 bool mpi_built() {
 #ifdef SSLIGHT_WITH_MPI

@@ -7,6 +7,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "engine/tensor.h"
 
@@ -14,6 +15,16 @@ namespace sslight::dist {
 
 enum class ReduceOp { sum, mean };  // mean on integer tensors truncates toward zero
 enum class Backend { automatic, single, mpi, nccl };
+
+// A collective started by all_reduce_async. test() advances it without blocking and says whether it has finished;
+// wait() blocks until it has (against the collective timeout), after which the tensor holds the result (for CUDA
+// tensors: for work queued on the compute stream after wait() returns).
+class Work {
+public:
+    virtual ~Work() = default;
+    virtual bool test() = 0;
+    virtual void wait() = 0;
+};
 
 class Communicator {
 public:
@@ -32,7 +43,26 @@ public:
     // Copies root's t into every rank's t (same shape and dtype everywhere).
     virtual void broadcast(Tensor& t, int root = 0) = 0;
     virtual void barrier() = 0;
+
+    // Starts all_reduce(t, op) and returns at once; t must stay alive and untouched until the Work has finished.
+    // Asynchronous all-reduces travel on a channel of their own (MPI: a duplicate communicator progressed by
+    // test()/wait(); NCCL: a second communicator on a communication stream that waits for the compute stream with an
+    // event), so blocking collectives may run while they are in flight (synchronised BatchNorm during backward).
+    // Among themselves they must be started in the same order on every rank; they finish in that order. The MPI
+    // result is bit-identical to all_reduce's. Default (single process): runs all_reduce and returns a finished Work.
+    virtual std::shared_ptr<Work> all_reduce_async(Tensor& t, ReduceOp op = ReduceOp::sum);
 };
+
+// The device of this rank for a run configured on `requested`: a CUDA request becomes GPU local_rank mod the
+// visible GPUs (the GPU the NCCL backend binds); a CPU request stays on the CPU.
+Device rank_device(const Communicator& comm, Device requested);
+
+// Contiguous shard [lo, hi) of n items for `rank` of `world`: ceil(n / world) items per rank, the last ranks fewer
+// or none. Work split this way (kNN feature extraction) is put back together by all_gather_shards.
+std::pair<int64_t, int64_t> shard_range(int64_t n, int rank, int world);
+// rows: this rank's shard_range(total, ...) rows, [hi - lo, D] (any D, the same on every rank that has rows; an
+// empty shard may pass any [0, ...] tensor) -> all `total` rows [total, D] in order, on every rank.
+Tensor all_gather_shards(Communicator& comm, const Tensor& rows, int64_t total);
 
 // automatic: MPI (NCCL when built with it and a GPU is usable) when the launcher says world > 1, else single.
 // mpi / nccl throw ConfigError when the build lacks them. Every call returns a new communicator; MPI itself is

@@ -2,7 +2,8 @@
 // all_reduce is a deterministic reduce-scatter + all-gather: rank j receives every rank's j-th slice
 // (MPI_Ialltoallv), sums it in rank order 0..world-1 and the slices are all-gathered (MPI_Iallgatherv), so
 // each element is ((x0 + x1) + x2) + ... on every rank whatever the buffer's length or split (2(w-1)/w · n
-// traffic per rank, like a ring). Every step is nonblocking and polled against the collective timeout.
+// traffic per rank, like a ring). Every step is nonblocking and polled against the collective timeout; the same
+// resumable state machine serves all_reduce (polled to the end) and all_reduce_async (advanced by test()/wait()).
 #ifdef SSLIGHT_WITH_MPI
 #include "engine/dist/mpi_comm.h"
 
@@ -42,6 +43,146 @@ void check_cpu(const char* op, const Tensor& t) {
     SSL_CHECK_DEVICE(t.device().is_cpu(), op, ": the MPI backend carries CPU tensors, got ", t.str(),
                      " (use the nccl backend for CUDA tensors)");
 }
+
+// Calls f(T*) with t's data for the reducible dtypes.
+template <class F>
+void on_reducible(Tensor& t, F&& f) {
+    switch (t.dtype()) {
+        case DType::f32: f(t.data<float>()); break;
+        case DType::f64: f(t.data<double>()); break;
+        case DType::i32: f(t.data<int32_t>()); break;
+        default: f(t.data<int64_t>()); break;
+    }
+}
+
+}  // namespace
+
+// all_reduce of one CPU tensor as a resumable state machine on one communicator: per chunk of at most kMaxChunk
+// elements the slices go to their owners (MPI_Ialltoallv), each rank sums its slice in rank order and the sums are
+// all-gathered (MPI_Iallgatherv); then the mean's division. advance() posts and tests without blocking.
+class RankOrderAllReduce {
+public:
+    RankOrderAllReduce(const Tensor& t, ReduceOp op, MPI_Comm comm, int rank, int world)
+        : t_(t), op_(op), comm_(comm), rank_(rank), world_(world), n_(t.numel()), type_(mpi_type(t.dtype())),
+          es_(static_cast<int64_t>(dtype_size(t.dtype()))) {}
+    ~RankOrderAllReduce() {
+        // MPI forbids freeing the request of a pending collective: on an error path (a Work dropped unfinished) the
+        // buffers it may still write to are deliberately left allocated.
+        if (req_ == MPI_REQUEST_NULL) return;
+        new Tensor(t_);
+        new std::vector<char>(std::move(scratch_));
+    }
+    RankOrderAllReduce(const RankOrderAllReduce&) = delete;
+    RankOrderAllReduce& operator=(const RankOrderAllReduce&) = delete;
+
+    bool finished() const { return stage_ == Stage::done; }
+
+    // True once t holds the result.
+    bool advance() {
+        for (;;) {
+            switch (stage_) {
+                case Stage::post:
+                    if (world_ == 1 || off_ >= n_) return finish();
+                    post_scatter();
+                    break;
+                case Stage::scatter:
+                    if (!complete()) return false;
+                    on_reducible(t_, [&](auto* p) { sum_slice(p + off_); });
+                    post_gather();
+                    break;
+                case Stage::gather:
+                    if (!complete()) return false;
+                    off_ += chunk_, stage_ = Stage::post;
+                    break;
+                case Stage::done: return true;
+            }
+        }
+    }
+
+private:
+    enum class Stage { post, scatter, gather, done };
+
+    bool complete() {
+        int flag = 0;
+        MPI_CHECK(MPI_Test(&req_, &flag, MPI_STATUS_IGNORE));
+        return flag != 0;
+    }
+    void post_scatter() {
+        chunk_ = std::min(kMaxChunk, n_ - off_);
+        counts_.assign(static_cast<size_t>(world_), 0), displs_ = counts_, rcounts_ = counts_, rdispls_ = counts_;
+        for (int j = 0; j < world_; ++j) {
+            counts_[j] = static_cast<int>(chunk_ / world_ + (j < chunk_ % world_ ? 1 : 0));
+            displs_[j] = j == 0 ? 0 : displs_[j - 1] + counts_[j - 1];
+        }
+        const int mine = counts_[rank_];
+        for (int i = 0; i < world_; ++i) rcounts_[i] = mine, rdispls_[i] = i * mine;
+        scratch_.resize(static_cast<size_t>((int64_t(world_) * mine + 1) * es_));
+        char* data = static_cast<char*>(t_.raw_data()) + off_ * es_;
+        MPI_CHECK(MPI_Ialltoallv(data, counts_.data(), displs_.data(), type_, scratch_.data(), rcounts_.data(),
+                                 rdispls_.data(), type_, comm_, &req_));
+        stage_ = Stage::scatter;
+    }
+    template <class T>
+    void sum_slice(T* chunk) {
+        const int mine = counts_[rank_];
+        const T* parts = reinterpret_cast<const T*>(scratch_.data());
+        T* out = chunk + displs_[rank_];
+        for (int k = 0; k < mine; ++k) {
+            T acc = parts[k];
+            for (int i = 1; i < world_; ++i) acc += parts[static_cast<size_t>(i) * mine + k];
+            out[k] = acc;
+        }
+    }
+    void post_gather() {
+        char* data = static_cast<char*>(t_.raw_data()) + off_ * es_;
+        MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, type_, data, counts_.data(), displs_.data(), type_, comm_, &req_));
+        stage_ = Stage::gather;
+    }
+    bool finish() {
+        if (op_ == ReduceOp::mean)
+            on_reducible(t_, [&](auto* p) {
+                using T = std::remove_pointer_t<decltype(p)>;
+                for (int64_t i = 0; i < n_; ++i) p[i] = static_cast<T>(p[i] / static_cast<T>(world_));
+            });
+        stage_ = Stage::done;
+        return true;
+    }
+
+    Tensor t_;  // keeps the storage alive while the collective runs
+    ReduceOp op_;
+    MPI_Comm comm_;
+    int rank_, world_;
+    int64_t n_, off_ = 0, chunk_ = 0;
+    MPI_Datatype type_;
+    int64_t es_;
+    Stage stage_ = Stage::post;
+    MPI_Request req_ = MPI_REQUEST_NULL;
+    std::vector<int> counts_, displs_, rcounts_, rdispls_;
+    std::vector<char> scratch_;
+};
+
+namespace {
+// all_reduce_async's Work: its state machine in the communicator's queue, its ticket for the timeout.
+class MpiAllReduceWork : public Work {
+public:
+    MpiAllReduceWork(std::shared_ptr<MpiCommunicator> comm, const Ticket& ticket,
+                     std::shared_ptr<RankOrderAllReduce> reduce)
+        : comm_(std::move(comm)), ticket_(ticket), reduce_(std::move(reduce)) {}
+    bool test() override {
+        if (!reduce_->finished()) comm_->progress_async();
+        return reduce_->finished();
+    }
+    void wait() override {
+        if (reduce_->finished()) return;
+        comm_->restart_clock(ticket_);  // the deadline counts the time spent waiting, not the backward before it
+        comm_->wait(ticket_, [&] { return test(); });
+    }
+
+private:
+    std::shared_ptr<MpiCommunicator> comm_;
+    Ticket ticket_;
+    std::shared_ptr<RankOrderAllReduce> reduce_;
+};
 }  // namespace
 
 std::string mpi_error_text(int code) {
@@ -67,6 +208,7 @@ const char* kind_name(CollectiveKind k) {
         case CollectiveKind::broadcast: return "broadcast";
         case CollectiveKind::barrier: return "barrier";
         case CollectiveKind::setup: return "setup";
+        case CollectiveKind::all_reduce_async: return "all_reduce_async";
     }
     return "unknown";
 }
@@ -75,9 +217,9 @@ MpiCommunicator::MpiCommunicator() {
     ensure_mpi_initialized();
     timeout_s_ = collective_timeout_s();
     MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
+    MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &async_comm_));
     MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &arrive_));
-    MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
-    MPI_CHECK(MPI_Comm_set_errhandler(arrive_, MPI_ERRORS_RETURN));
+    for (MPI_Comm c : {comm_, async_comm_, arrive_}) MPI_CHECK(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN));
     MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
     MPI_CHECK(MPI_Comm_size(comm_, &world_));
     MPI_Comm node = MPI_COMM_NULL;
@@ -85,6 +227,7 @@ MpiCommunicator::MpiCommunicator() {
     MPI_CHECK(MPI_Comm_rank(node, &local_rank_));
     MPI_CHECK(MPI_Comm_free(&node));
     last_seq_.assign(static_cast<size_t>(world_), 0);
+    last_async_seq_.assign(static_cast<size_t>(world_), 0);
     last_kind_.assign(static_cast<size_t>(world_), static_cast<int64_t>(CollectiveKind::setup));
 }
 
@@ -95,28 +238,35 @@ MpiCommunicator::~MpiCommunicator() {
     for (PendingSend& s : sends_)
         if (s.request != MPI_REQUEST_NULL) MPI_Request_free(&s.request);
     MPI_Comm_free(&arrive_);
+    MPI_Comm_free(&async_comm_);
     MPI_Comm_free(&comm_);
 }
 
-void MpiCommunicator::begin(CollectiveKind kind) {
-    ++seq_;
-    kind_ = kind;
-    start_ = std::chrono::steady_clock::now();
+void MpiCommunicator::restart_clock(Ticket& t) const {
+    t.start = std::chrono::steady_clock::now();
     // Rank 0 reports first; the others give it a grace period to do so.
-    double limit = rank_ == 0 ? timeout_s_ : timeout_s_ + std::min(timeout_s_, 10.0);
-    deadline_ = start_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                             std::chrono::duration<double>(limit));
-    if (world_ == 1) return;
+    const double limit = rank_ == 0 ? timeout_s_ : timeout_s_ + std::min(timeout_s_, 10.0);
+    t.deadline = t.start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double>(limit));
+}
+
+Ticket MpiCommunicator::begin(CollectiveKind kind) {
+    Ticket t;
+    t.kind = kind;
+    t.seq = kind == CollectiveKind::all_reduce_async ? ++async_seq_ : ++seq_;
+    restart_clock(t);
+    if (world_ == 1) return t;
     if (rank_ == 0) {
         drain_arrivals();
-        return;
+        return t;
     }
     purge_sends();
     sends_.emplace_back();
     PendingSend& s = sends_.back();
-    s.message[0] = seq_;
+    s.message[0] = t.seq;
     s.message[1] = static_cast<int64_t>(kind);
     MPI_CHECK(MPI_Isend(s.message, 2, MPI_INT64_T, 0, kArriveTag, arrive_, &s.request));
+    return t;
 }
 
 void MpiCommunicator::drain_arrivals() {
@@ -128,7 +278,10 @@ void MpiCommunicator::drain_arrivals() {
         int64_t msg[2];
         MPI_CHECK(MPI_Recv(msg, 2, MPI_INT64_T, status.MPI_SOURCE, kArriveTag, arrive_, MPI_STATUS_IGNORE));
         auto src = static_cast<size_t>(status.MPI_SOURCE);
-        if (msg[0] > last_seq_[src]) last_seq_[src] = msg[0], last_kind_[src] = msg[1];
+        if (msg[1] == static_cast<int64_t>(CollectiveKind::all_reduce_async))
+            last_async_seq_[src] = std::max(last_async_seq_[src], msg[0]);
+        else if (msg[0] > last_seq_[src])
+            last_seq_[src] = msg[0], last_kind_[src] = msg[1];
     }
 }
 
@@ -141,14 +294,15 @@ void MpiCommunicator::purge_sends() {
     }
 }
 
-void MpiCommunicator::wait(const std::function<bool()>& done, const std::function<void()>& before_abort) {
+void MpiCommunicator::wait(const Ticket& ticket, const std::function<bool()>& done,
+                           const std::function<void()>& before_abort) {
     int polls = 0;
     auto nap = std::chrono::microseconds(2);
     while (!done()) {
         if (rank_ == 0 && world_ > 1) drain_arrivals();
-        if (std::chrono::steady_clock::now() > deadline_) {
+        if (std::chrono::steady_clock::now() > ticket.deadline) {
             if (before_abort) before_abort();
-            on_timeout();
+            on_timeout(ticket);
         }
         // Spin briefly, then back off (ranks may share cores).
         if (++polls > 100) {
@@ -158,26 +312,22 @@ void MpiCommunicator::wait(const std::function<bool()>& done, const std::functio
     }
 }
 
-void MpiCommunicator::wait_requests(std::vector<MPI_Request>& requests) {
-    wait([&] {
-        int flag = 0;
-        MPI_CHECK(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &flag, MPI_STATUSES_IGNORE));
-        return flag != 0;
-    });
-}
-
-void MpiCommunicator::on_timeout() {
-    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    std::string msg = str("sslight: collective ", kind_name(kind_), " #", seq_, " timed out on rank ", rank_,
-                          " after ", waited, " s (SSLIGHT_COLLECTIVE_TIMEOUT_S=", timeout_s_, "): ");
+void MpiCommunicator::on_timeout(const Ticket& ticket) {
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - ticket.start).count();
+    std::string msg = str("sslight: collective ", kind_name(ticket.kind), " #", ticket.seq, " timed out on rank ",
+                          rank_, " after ", waited, " s (SSLIGHT_COLLECTIVE_TIMEOUT_S=", timeout_s_, "): ");
     if (rank_ == 0) {
         drain_arrivals();
+        const bool async = ticket.kind == CollectiveKind::all_reduce_async;
         std::string missing, seen;
         for (int r = 1; r < world_; ++r) {
-            if (last_seq_[static_cast<size_t>(r)] >= seq_) continue;
+            const auto i = static_cast<size_t>(r);
+            const int64_t last = async ? last_async_seq_[i] : last_seq_[i];
+            if (last >= ticket.seq) continue;
             missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-            seen += str("; rank ", r, " last arrived at #", last_seq_[static_cast<size_t>(r)], " (",
-                        kind_name(static_cast<CollectiveKind>(last_kind_[static_cast<size_t>(r)])), ")");
+            seen += async ? str("; rank ", r, " last arrived at all_reduce_async #", last)
+                          : str("; rank ", r, " last arrived at #", last, " (",
+                                kind_name(static_cast<CollectiveKind>(last_kind_[i])), ")");
         }
         if (missing.empty())
             msg += "every rank arrived but the collective did not complete (mismatched sizes or a network failure)";
@@ -192,51 +342,26 @@ void MpiCommunicator::on_timeout() {
     std::abort();
 }
 
-template <class T>
-void MpiCommunicator::sum_in_rank_order(T* data, int64_t n) {
-    const int w = world_;
-    std::vector<int> counts(w), displs(w), rcounts(w), rdispls(w);
-    for (int j = 0; j < w; ++j) {
-        counts[j] = static_cast<int>(n / w + (j < n % w ? 1 : 0));
-        displs[j] = j == 0 ? 0 : displs[j - 1] + counts[j - 1];
-    }
-    const int mine = counts[rank_];
-    for (int i = 0; i < w; ++i) rcounts[i] = mine, rdispls[i] = i * mine;
-    scratch_.resize(static_cast<size_t>(w) * static_cast<size_t>(mine) * sizeof(T) + sizeof(T));
-    T* parts = reinterpret_cast<T*>(scratch_.data());
-    MPI_Datatype type = mpi_type(dtype_of<T>::value);
-    std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
-    MPI_CHECK(MPI_Ialltoallv(data, counts.data(), displs.data(), type, parts, rcounts.data(), rdispls.data(), type,
-                             comm_, &req[0]));
-    wait_requests(req);
-    T* out = data + displs[rank_];
-    for (int k = 0; k < mine; ++k) {
-        T acc = parts[k];
-        for (int i = 1; i < w; ++i) acc += parts[static_cast<size_t>(i) * mine + k];
-        out[k] = acc;
-    }
-    MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, type, data, counts.data(), displs.data(), type, comm_, &req[0]));
-    wait_requests(req);
-}
-
 void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
     check_cpu("all_reduce", t);
     mpi_type(t.dtype());  // validates the dtype before anyone waits
-    begin(CollectiveKind::all_reduce);
-    const int64_t n = t.numel();
-    auto run = [&](auto* p) {
-        using T = std::remove_pointer_t<decltype(p)>;
-        if (world_ > 1)
-            for (int64_t off = 0; off < n; off += kMaxChunk) sum_in_rank_order<T>(p + off, std::min(kMaxChunk, n - off));
-        if (op == ReduceOp::mean)
-            for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(p[i] / static_cast<T>(world_));
-    };
-    switch (t.dtype()) {
-        case DType::f32: run(t.data<float>()); break;
-        case DType::f64: run(t.data<double>()); break;
-        case DType::i32: run(t.data<int32_t>()); break;
-        default: run(t.data<int64_t>()); break;
-    }
+    const Ticket ticket = begin(CollectiveKind::all_reduce);
+    RankOrderAllReduce reduce(t, op, comm_, rank_, world_);
+    wait(ticket, [&] { return reduce.advance(); });
+}
+
+std::shared_ptr<Work> MpiCommunicator::all_reduce_async(Tensor& t, ReduceOp op) {
+    check_cpu("all_reduce_async", t);
+    mpi_type(t.dtype());
+    const Ticket ticket = begin(CollectiveKind::all_reduce_async);
+    auto reduce = std::make_shared<RankOrderAllReduce>(t, op, async_comm_, rank_, world_);
+    async_queue_.push_back(reduce);
+    progress_async();  // posts its first step when nothing is ahead of it
+    return std::make_shared<MpiAllReduceWork>(shared_from_this(), ticket, reduce);
+}
+
+void MpiCommunicator::progress_async() {
+    while (!async_queue_.empty() && async_queue_.front()->advance()) async_queue_.pop_front();
 }
 
 void MpiCommunicator::all_gather(const Tensor& in, Tensor& out) {
@@ -248,31 +373,39 @@ void MpiCommunicator::all_gather(const Tensor& in, Tensor& out) {
     SSL_CHECK_SHAPE(out.shape() == shape && out.dtype() == in.dtype() && out.device().is_cpu(),
                     "all_gather: out is ", out.str(), ", expected shape ", shape_str(shape), " and the input's dtype");
     SSL_CHECK(in.nbytes() <= static_cast<size_t>(INT_MAX), "all_gather: ", in.str(), " is over 2 GiB per rank");
-    begin(CollectiveKind::all_gather);
-    std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
+    const Ticket ticket = begin(CollectiveKind::all_gather);
+    MPI_Request req = MPI_REQUEST_NULL;
     const int bytes = static_cast<int>(in.nbytes());
-    MPI_CHECK(MPI_Iallgather(in.raw_data(), bytes, MPI_BYTE, out.raw_data(), bytes, MPI_BYTE, comm_, &req[0]));
-    wait_requests(req);
+    MPI_CHECK(MPI_Iallgather(in.raw_data(), bytes, MPI_BYTE, out.raw_data(), bytes, MPI_BYTE, comm_, &req));
+    wait_request(ticket, req);
 }
 
 void MpiCommunicator::broadcast(Tensor& t, int root) {
     check_cpu("broadcast", t);
     SSL_CHECK(root >= 0 && root < world_, "broadcast: root ", root, " outside a world of ", world_, " ranks");
-    begin(CollectiveKind::broadcast);
+    const Ticket ticket = begin(CollectiveKind::broadcast);
     auto* p = static_cast<char*>(t.raw_data());
     const auto n = static_cast<int64_t>(t.nbytes());
-    std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
     for (int64_t off = 0; off < n; off += kMaxChunk) {
-        MPI_CHECK(MPI_Ibcast(p + off, static_cast<int>(std::min(kMaxChunk, n - off)), MPI_BYTE, root, comm_, &req[0]));
-        wait_requests(req);
+        MPI_Request req = MPI_REQUEST_NULL;
+        MPI_CHECK(MPI_Ibcast(p + off, static_cast<int>(std::min(kMaxChunk, n - off)), MPI_BYTE, root, comm_, &req));
+        wait_request(ticket, req);
     }
 }
 
 void MpiCommunicator::barrier() {
-    begin(CollectiveKind::barrier);
-    std::vector<MPI_Request> req(1, MPI_REQUEST_NULL);
-    MPI_CHECK(MPI_Ibarrier(comm_, &req[0]));
-    wait_requests(req);
+    const Ticket ticket = begin(CollectiveKind::barrier);
+    MPI_Request req = MPI_REQUEST_NULL;
+    MPI_CHECK(MPI_Ibarrier(comm_, &req));
+    wait_request(ticket, req);
+}
+
+void MpiCommunicator::wait_request(const Ticket& ticket, MPI_Request& req) {
+    wait(ticket, [&] {
+        int flag = 0;
+        MPI_CHECK(MPI_Test(&req, &flag, MPI_STATUS_IGNORE));
+        return flag != 0;
+    });
 }
 
 std::shared_ptr<Communicator> make_mpi_communicator() { return std::make_shared<MpiCommunicator>(); }
