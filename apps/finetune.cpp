@@ -1,6 +1,7 @@
 // Semi-supervised fine-tuning (apps/finetune.h): label subsets (drawn, written, read), the 3-layer head and its
 // DINO initialisation, and the training run. Gradients reach every parameter of backbone and head.
 #include "apps/finetune.h"
+#include "apps/plot.h"
 
 #include <algorithm>
 #include <chrono>
@@ -294,6 +295,7 @@ FinetuneResult run_finetune(const FinetuneOptions& o) {
                   "%.2f%% top-5 %.2f%%; %.1f s", 100 * res.loop.best_top1, 100 * res.loop.best_top5,
                   res.loop.best_epoch, res.epochs, 100 * last.top1, 100 * last.top5, res.seconds);
     say(o, line);
+    say(o, plot_after_run(res.out_dir));  // the loss, lr and top-1/top-5 curves, when a plotter is there
     return res;
 }
 

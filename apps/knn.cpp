@@ -8,7 +8,9 @@
 #include "data/loader.h"
 #include "engine/autograd.h"
 #include "engine/check.h"
+#include "engine/nn/layers.h"
 #include "engine/ops/matmul.h"
+#include "ssl/heads.h"
 
 namespace sslight::apps {
 namespace {
@@ -86,6 +88,57 @@ Tensor extract_features(models::Backbone& backbone, const ImageSet& set, Device 
     }
     backbone.train(was_training);
     return from_vector(out, {set.count(), dim});
+}
+
+namespace {
+
+std::vector<nn::BatchNorm*> batch_norms(models::Backbone& backbone) {
+    std::vector<nn::BatchNorm*> out;
+    for (auto& [name, m] : backbone.named_modules())
+        if (auto* bn = dynamic_cast<nn::BatchNorm*>(m)) out.push_back(bn);
+    return out;
+}
+
+}  // namespace
+
+std::vector<Tensor> recalibrate_batch_norm(models::Backbone& backbone, const ImageSet& set, Device device,
+                                           int batch) {
+    NoGradGuard ng;
+    const std::vector<nn::BatchNorm*> bns = batch_norms(backbone);
+    std::vector<Tensor> saved;
+    std::vector<BatchNormArgs> args;
+    for (nn::BatchNorm* bn : bns) {
+        saved.push_back(bn->running_mean.clone());
+        saved.push_back(bn->running_var.clone());
+        args.push_back(bn->args);
+        bn->args.all_reduce = nullptr;
+    }
+    const bool was_training = backbone.is_training();
+    backbone.train();
+    const int64_t s = set.size, per = s * s * 3;
+    int64_t k = 0;
+    for (int64_t b0 = 0; b0 + 1 < set.count(); b0 += batch, ++k) {
+        const int64_t nb = std::min<int64_t>(batch, set.count() - b0);
+        for (nn::BatchNorm* bn : bns) bn->args.momentum = 1.0 / double(k + 1);  // running = mean of the batches
+        std::vector<uint8_t> px(set.pixels.begin() + b0 * per, set.pixels.begin() + (b0 + nb) * per);
+        const Tensor x = data::augment_group(from_vector(px, {nb, s, s, 3}),
+                                             std::vector<data::AugmentParams>(static_cast<size_t>(nb)), device);
+        backbone.forward_features(x);
+    }
+    for (size_t i = 0; i < bns.size(); ++i) bns[i]->args = args[i];
+    backbone.train(was_training);
+    return saved;
+}
+
+void restore_batch_norm(models::Backbone& backbone, const std::vector<Tensor>& saved) {
+    NoGradGuard ng;
+    const std::vector<nn::BatchNorm*> bns = batch_norms(backbone);
+    SSL_CHECK(saved.size() == 2 * bns.size(), "restore_batch_norm: ", saved.size(), " saved tensors for ",
+              bns.size(), " BatchNorms");
+    for (size_t i = 0; i < bns.size(); ++i) {
+        ssl::assign_(bns[i]->running_mean, saved[2 * i]);
+        ssl::assign_(bns[i]->running_var, saved[2 * i + 1]);
+    }
 }
 
 }  // namespace sslight::apps

@@ -25,4 +25,13 @@ KnnResult knn_classify(const Tensor& train, const std::vector<int64_t>& train_la
 // batches of `batch`, with the backbone in eval mode (its mode is restored afterwards).
 Tensor extract_features(models::Backbone& backbone, const ImageSet& set, Device device, int batch = 250);
 
+// "Precise BN": the BatchNorm running statistics re-estimated as the plain average of the batch statistics of
+// `set` (its images as extract_features sees them), with no gradients and no cross-rank synchronisation. A
+// random-init backbone's statistics (0, 1) and a trained one's (an EMA over augmented, mixed-size training
+// views) both differ from those of clean images; re-estimating both compares the weights alone. Returns the
+// previous statistics, which restore_batch_norm puts back.
+std::vector<Tensor> recalibrate_batch_norm(models::Backbone& backbone, const ImageSet& set, Device device,
+                                           int batch = 250);
+void restore_batch_norm(models::Backbone& backbone, const std::vector<Tensor>& saved);
+
 }  // namespace sslight::apps

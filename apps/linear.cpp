@@ -1,6 +1,7 @@
 // The linear probe (apps/linear.h): frozen backbone, cached or per-batch features, one trained Linear layer.
 // Gradients reach the classifier only (the backbone's parameters are frozen and its forward runs under no-grad).
 #include "apps/linear.h"
+#include "apps/plot.h"
 
 #include <algorithm>
 #include <chrono>
@@ -217,6 +218,7 @@ LinearResult run_linear(const LinearOptions& o) {
                   "epoch %d), %.1f s", 100 * res.top1, 100 * res.top5, o.epochs, 100 * res.loop.best_top1,
                   res.loop.best_epoch, res.seconds);
     say(o, line);
+    say(o, plot_after_run(res.out_dir));  // the loss, lr and top-1/top-5 curves, when a plotter is there
     return res;
 }
 

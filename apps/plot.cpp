@@ -46,7 +46,7 @@ int64_t iteration_field(const json::Value& v) {
 
 // Adds one parsed record; the maps keep the last record per iteration.
 void add_record(const json::Value& v, std::map<int64_t, StepPoint>& steps, std::map<int64_t, EpochPoint>& epochs,
-                std::map<int64_t, KnnPoint>& knn) {
+                std::map<int64_t, KnnPoint>& knn, std::map<int64_t, KnnPoint>& val) {
     if (!v.is_object()) throw IoError("a record must be a JSON object");
     const json::Value* type = v.find("type");
     if (!type || !type->is_string()) throw IoError("a record needs a string field \"type\"");
@@ -57,6 +57,8 @@ void add_record(const json::Value& v, std::map<int64_t, StepPoint>& steps, std::
     } else if (t == "epoch") {
         const int64_t it = iteration_field(v);
         epochs[it] = EpochPoint{it, number_field(v, "loss_mean")};
+        const double top1 = number_field(v, "top1");
+        if (std::isfinite(top1)) val[it] = KnnPoint{it, top1, number_field(v, "top5"), NAN, NAN};
     } else if (t == "knn") {
         const int64_t it = iteration_field(v);
         knn[it] = KnnPoint{it, number_field(v, "top1"), number_field(v, "top5"), number_field(v, "random_init_top1"),
@@ -200,9 +202,12 @@ std::string gnuplot_script(const Metrics& m, const std::string& png, const std::
     if (!any_finite(steps, 1) && !any_finite(epochs, 1)) os << "1/0 notitle";
     os << "\nset ylabel \"learning rate\"\nset format y \"%.2g\"\nplot "
        << (any_finite(steps, 2) ? "$steps using 1:3 with lines lw 1.5 title \"lr\"" : "1/0 notitle") << "\n";
-    os << "set format y \"%g\"\nset xlabel \"iteration\"\nset ylabel \"kNN accuracy (%)\"\nset yrange [0:100]\n"
+    os << "set format y \"%g\"\nset xlabel \"iteration\"\nset ylabel \""
+       << (m.validation ? "validation accuracy (%)" : "kNN accuracy (%)") << "\"\nset yrange [0:100]\n"
        << "set key top left\n";
-    const char* series[] = {"trained top-1", "trained top-5", "random init top-1", "random init top-5"};
+    const char* knn_series[] = {"trained top-1", "trained top-5", "random init top-1", "random init top-5"};
+    const char* val_series[] = {"val top-1", "val top-5", "", ""};
+    const char* const* series = m.validation ? val_series : knn_series;
     std::string plots;
     for (size_t c = 1; c <= 4; ++c) {
         if (!any_finite(knn, c)) continue;
@@ -235,13 +240,15 @@ a1.set_ylabel("loss"); a1.grid(True); a1.legend(loc="upper right")
 a2.plot(col(s, 0), col(s, 2), label="lr")
 a2.set_ylabel("learning rate"); a2.grid(True); a2.legend(loc="upper right")
 styles = [("trained top-1", "o-"), ("trained top-5", "s-"), ("random init top-1", "o--"), ("random init top-5", "s--")]
+if d["validation"]:
+    styles = [("val top-1", "o-"), ("val top-5", "s-")]
 if k:
     for i, (label, style) in enumerate(styles):
         a3.plot(col(k, 0), col(k, i + 1), style, label=label)
     a3.legend(loc="upper left")
 else:
     a3.text(0.5, 0.5, "no kNN evaluation in this run", ha="center", va="center", transform=a3.transAxes)
-a3.set_ylim(0, 100); a3.set_ylabel("kNN accuracy (%)"); a3.set_xlabel("iteration"); a3.grid(True)
+a3.set_ylim(0, 100); a3.set_ylabel("validation accuracy (%)" if d["validation"] else "kNN accuracy (%)"); a3.set_xlabel("iteration"); a3.grid(True)
 fig.tight_layout()
 fig.savefig(d["out"], format="png")
 )PY";
@@ -270,6 +277,7 @@ std::string matplotlib_input(const Metrics& m, const std::string& png, const std
     d.set("steps", json_rows(steps));
     d.set("epochs", json_rows(epochs));
     d.set("knn", json_rows(knn));
+    d.set("validation", json::Value::make_bool(m.validation));
     return d.dump();
 }
 
@@ -290,20 +298,21 @@ std::string base_name(std::string path) {
 Metrics parse_metrics(const std::string& text, const std::string& source) {
     std::map<int64_t, StepPoint> steps;
     std::map<int64_t, EpochPoint> epochs;
-    std::map<int64_t, KnnPoint> knn;
+    std::map<int64_t, KnnPoint> knn, val;
     std::istringstream is(text);
     int line_no = 0;
     for (std::string line; std::getline(is, line);) {
         ++line_no;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         try {
-            add_record(json::parse(line, "record"), steps, epochs, knn);
+            add_record(json::parse(line, "record"), steps, epochs, knn, val);
         } catch (const IoError& e) {
             throw IoError(str(source, ":", line_no, ": ", e.what(), " (each line must be one JSON object as written "
                                                                      "by sslight pretrain)"));
         }
     }
-    return Metrics{values(steps), values(epochs), values(knn)};
+    if (knn.empty() && !val.empty()) return Metrics{values(steps), values(epochs), values(val), true};
+    return Metrics{values(steps), values(epochs), values(knn), false};
 }
 
 Metrics read_metrics(const std::string& path) {

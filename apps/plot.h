@@ -24,10 +24,13 @@ struct KnnPoint {
     int64_t iteration = 0;
     double top1 = 0, top5 = 0, random_top1 = 0, random_top5 = 0;  // fractions in [0, 1]
 };
+// knn holds the "knn" records; a run without them whose "epoch" records carry top1 / top5 (sslight linear and
+// finetune) gets those as its accuracy points instead, with validation set (random init then NaN).
 struct Metrics {
     std::vector<StepPoint> steps;
     std::vector<EpochPoint> epochs;
     std::vector<KnnPoint> knn;
+    bool validation = false;
 };
 
 // Parses metrics.jsonl text. A malformed line, a record without a string "type" or a field of the wrong type
@@ -45,7 +48,7 @@ const char* plotter_name(Plotter p);
 std::string no_plotter_message(const std::string& preference = "auto");
 
 // Draws `m` into `png` (1200 x 900) with `plotter` (not none): loss per step with the epoch means, lr per step,
-// kNN top-1/top-5 of the trained backbone against the random init. Throws Error with the plotter's output when it
+// kNN top-1/top-5 of the trained backbone against the random init (or the validation top-1/top-5 per epoch). Throws Error with the plotter's output when it
 // fails, IoError when `m` has no step to draw.
 void plot_metrics(const Metrics& m, const std::string& png, Plotter plotter, const std::string& title);
 

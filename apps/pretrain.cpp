@@ -6,28 +6,36 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
 #include <ostream>
 #include <sstream>
 
 #include "apps/checkpoint.h"
+#include "apps/plot.h"
 #include "data/augment_params.h"
 #include "data/crop.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "engine/autograd.h"
 #include "engine/check.h"
 #include "engine/device.h"
 #include "engine/io/json.h"
 #include "engine/nn/layers.h"
 #include "engine/optim/clip.h"
 #include "engine/optim/schedule.h"
+#include "engine/ops/reduce.h"
+#include "engine/ops/shape_ops.h"
+#include "engine/profiler.h"
 #include "models/weights.h"
 #include "ssl/dino.h"
+#include "ssl/distributed.h"
 
 namespace sslight::apps {
 namespace {
@@ -114,21 +122,27 @@ struct Run {
     std::unique_ptr<data::Dataset> folder;
     std::unique_ptr<data::MultiCropLoader> loader;
     int64_t loader_epoch = -1, loader_step = 0;
+    std::unique_ptr<ssl::DataParallelTrainer> dp;  // the ranks (one without mpirun / srun)
+    bool rank0 = true;                             // rank 0 alone logs and writes files
 
     explicit Run(const PretrainOptions& opts) : o(opts), cfg(opts.config) {}
+    bool root() const { return rank0; }
     void log(const std::string& line) const {
-        if (o.log) *o.log << line << std::endl;
+        if (o.log && root()) *o.log << line << std::endl;
     }
 };
 
 void setup(Run& r) {
-    r.device = resolve_device(r.cfg.device);
+    const std::shared_ptr<dist::Communicator> comm = r.o.comm ? r.o.comm : dist::make_communicator();
+    r.rank0 = comm->rank() == 0;
+    r.device = dist::rank_device(*comm, resolve_device(r.cfg.device));
     r.recipe = recipe_of(r.cfg);
     const std::string folder = r.o.data_dir.empty() ? r.cfg.dataset : r.o.data_dir;
     if (folder != "embedded") {
         r.folder = std::make_unique<data::Dataset>(data::Dataset::image_folder(folder));
         data::LoaderOptions lo;
-        lo.batch_size = r.cfg.batch_size, lo.num_threads = r.cfg.num_threads, lo.seed = r.cfg.seed;
+        lo.batch_size = static_cast<int>(ssl::local_batch_of(r.cfg.batch_size, comm->world()));
+        lo.num_threads = r.cfg.num_threads, lo.seed = r.cfg.seed, lo.rank = comm->rank(), lo.world = comm->world();
         r.loader = std::make_unique<data::MultiCropLoader>(*r.folder, r.recipe, lo);
         r.ipe = r.loader->batches_per_epoch();
         r.log(str("data: ImageFolder ", folder, ": ", r.folder->size(), " images, ", r.folder->num_classes(),
@@ -146,19 +160,15 @@ void setup(Run& r) {
                     " training images");
     }
     r.total_iters = r.ipe * r.cfg.epochs;
-    nn::init_generator() = Generator(r.cfg.seed);
-    r.method = ssl::make_method(method_config_of(r.cfg));
-    r.method->to(r.device);
-    r.method->train();
-    const double peak = optim::linear_scaled_lr(r.cfg.base_lr, r.cfg.batch_size);
-    r.sched.lr =
-        optim::cosine_schedule(peak, r.cfg.final_lr, r.cfg.epochs, r.ipe, r.cfg.warmup_epochs, r.cfg.start_warmup_lr);
-    r.sched.wd = optim::cosine_schedule(r.cfg.weight_decay, r.cfg.weight_decay_end, r.cfg.epochs, r.ipe);
-    std::vector<optim::ParamGroup> groups = r.method->param_groups(r.sched.lr[0], r.cfg.weight_decay);
-    for (const auto& g : groups) r.decays.push_back(g.weight_decay > 0);
-    r.opt = make_optimizer(r.cfg.optimizer, std::move(groups));
+    TrainingSetup ts = make_training_setup(r.cfg, r.device, r.ipe);
+    r.method = ts.method, r.opt = std::move(ts.opt), r.decays = std::move(ts.decays);
+    r.sched.lr = std::move(ts.lr), r.sched.wd = std::move(ts.wd);
+    r.dp = std::make_unique<ssl::DataParallelTrainer>(*r.method, comm, r.cfg.batch_size);
+    if (comm->world() > 1)
+        r.log(str("data parallel: ", comm->world(), " ranks (", comm->backend_name(), "), ", r.dp->local_batch(),
+                  " of the batch of ", r.cfg.batch_size, " per rank, rank 0 on ", r.device.str()));
     r.out = r.o.out_dir.empty() ? "runs/" + r.cfg.name : r.o.out_dir;
-    make_dirs(r.out);
+    if (r.root()) make_dirs(r.out);
 }
 
 void maybe_resume(Run& r) {
@@ -169,6 +179,9 @@ void maybe_resume(Run& r) {
         return;
     }
     r.pos = load_checkpoint(cps.back(), *r.method, r.opt.get(), r.cfg);
+    if (r.pos.step >= r.ipe || r.pos.iteration != r.pos.epoch * r.ipe + r.pos.step)
+        throw IoError(str(cps.back(), ": its position (iteration ", r.pos.iteration, ", epoch ", r.pos.epoch, ", step ",
+                          r.pos.step, ") does not fit this run's ", r.ipe, " steps per epoch"));
     nn::init_generator().set_counter(r.pos.init_counter);
     r.log(str("resume: ", cps.back(), " (iteration ", r.pos.iteration, ", epoch ", r.pos.epoch, ", step ", r.pos.step,
               ")"));
@@ -176,15 +189,12 @@ void maybe_resume(Run& r) {
 
 std::string checkpoint(Run& r) {
     r.pos.init_counter = nn::init_generator().counter();
+    if (!r.root()) return "";
     return save_checkpoint(r.out, *r.method, *r.opt, r.cfg, r.pos, r.cfg.checkpoint_keep);
 }
 
 void set_schedule(Run& r, int64_t it) {
-    auto& groups = r.opt->groups();
-    for (size_t g = 0; g < groups.size(); ++g) {
-        groups[g].lr = r.sched.lr[static_cast<size_t>(it)];
-        if (r.decays[g]) groups[g].weight_decay = r.sched.wd[static_cast<size_t>(it)];
-    }
+    apply_schedule(*r.opt, r.decays, r.sched.lr[static_cast<size_t>(it)], r.sched.wd[static_cast<size_t>(it)]);
 }
 
 std::string fmt_time(double s) {
@@ -196,7 +206,7 @@ std::string fmt_time(double s) {
 
 void progress(Run& r, int64_t done_here, double secs, double loss, bool force) {
     const int64_t it = r.pos.iteration;
-    if (!r.o.log || (!force && !r.live && it % r.cfg.log_every != 0)) return;
+    if (!r.o.log || !r.root() || (!force && !r.live && it % r.cfg.log_every != 0)) return;
     const double sps = secs > 0 ? done_here * r.cfg.batch_size / secs : 0;
     const double eta = done_here > 0 ? secs / done_here * (r.total_iters - it) : 0;
     std::ostringstream line;
@@ -223,12 +233,19 @@ data::ViewRecipe recipe_of(const PretrainConfig& c) {
     data::ViewRecipe r =
         data::make_recipe(m, ssl::is_vit(c.method.backbone) ? data::Arch::vit : data::Arch::cnn, c.method.sslight);
     if (c.n_local >= 0) r.locals.resize(static_cast<size_t>(c.n_local), r.locals.empty() ? r.globals[0] : r.locals[0]);
+    // The recipe's blur sigmas are pixels at its own crop sizes (224 / 96): a resized view keeps the blur's
+    // strength relative to the crop (sigma 2 px on a 32-px digit would erase it).
+    const auto resize = [](data::ViewSpec& v, int size) {
+        if (size <= 0 || size == v.size) return;
+        const double f = double(size) / double(v.size);
+        v.blur_sigma_lo *= f, v.blur_sigma_hi *= f, v.size = size;
+    };
     for (auto& v : r.globals) {
-        if (c.global_size > 0) v.size = c.global_size;
+        resize(v, c.global_size);
         if (!c.global_scale.empty()) v.scale_lo = c.global_scale[0], v.scale_hi = c.global_scale[1];
     }
     for (auto& v : r.locals) {
-        if (c.local_size > 0) v.size = c.local_size;
+        resize(v, c.local_size);
         if (!c.local_scale.empty()) v.scale_lo = c.local_scale[0], v.scale_hi = c.local_scale[1];
     }
     if (std::isfinite(c.method.lambda_gg)) r.lambda_gg = c.method.lambda_gg;
@@ -241,6 +258,29 @@ ssl::MethodConfig method_config_of(const PretrainConfig& c) {
     m.total_epochs = c.epochs;
     if (std::isfinite(m.lambda_gg)) m.lambda_gl = 1 - m.lambda_gg;
     return m;
+}
+
+TrainingSetup make_training_setup(const PretrainConfig& c, Device device, int64_t iters_per_epoch) {
+    TrainingSetup s;
+    nn::init_generator() = Generator(c.seed);
+    s.method = ssl::make_method(method_config_of(c));
+    s.method->to(device);
+    s.method->train();
+    const double peak = optim::linear_scaled_lr(c.base_lr, c.batch_size);
+    s.lr = optim::cosine_schedule(peak, c.final_lr, c.epochs, iters_per_epoch, c.warmup_epochs, c.start_warmup_lr);
+    s.wd = optim::cosine_schedule(c.weight_decay, c.weight_decay_end, c.epochs, iters_per_epoch);
+    std::vector<optim::ParamGroup> groups = s.method->param_groups(s.lr[0], c.weight_decay);
+    for (const auto& g : groups) s.decays.push_back(g.weight_decay > 0);
+    s.opt = make_optimizer(c.optimizer, std::move(groups));
+    return s;
+}
+
+void apply_schedule(optim::Optimizer& opt, const std::vector<bool>& decays, double lr, double weight_decay) {
+    auto& groups = opt.groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+        groups[g].lr = lr;
+        if (decays[g]) groups[g].weight_decay = weight_decay;
+    }
 }
 
 ssl::Views embedded_views(const ImageSet& set, const data::ViewRecipe& r, const std::vector<int64_t>& indices,
@@ -293,30 +333,60 @@ ssl::Views loader_views(Run& r) {
     return v;
 }
 
-// One optimizer step at r.pos; returns the loss. Throws Error naming the step on a non-finite loss.
+// After backward: stops at the first trainable parameter (registration order) whose gradient holds a NaN or an
+// Inf (nonfinite_gradients). Throws before the optimizer step, so no checkpoint of this step is written.
+void check_gradients(Run& r, double loss) {
+    const std::vector<std::pair<std::string, Tensor*>> params = r.method->named_parameters(true);
+    std::vector<Tensor> grads;
+    for (const auto& p : params) grads.push_back(p.second->grad());
+    const std::vector<size_t> bad = nonfinite_gradients(grads);
+    if (bad.empty()) return;
+    const std::vector<std::string> cps = list_checkpoints(r.out);
+    throw Error(str("pretrain: the gradient of ", params[bad[0]].first, " is not finite (NaN or Inf) at iteration ",
+                    r.pos.iteration, " (epoch ", r.pos.epoch, ", step ", r.pos.step, ") while the loss is finite (",
+                    loss, ")",
+                    bad.size() > 1 ? str("; ", bad.size() - 1, " more parameters have non-finite gradients") : "",
+                    ". Stopping before the optimizer step; the last good checkpoint is ",
+                    cps.empty() ? std::string("(none)") : cps.back()));
+}
+
+// One optimizer step at r.pos; returns the loss. Throws Error naming the step on a non-finite loss or gradient.
 double train_step(Run& r, const data::Sampler& sampler, std::vector<int64_t>& perm, int64_t& perm_epoch) {
+    profiler::phase("data");
     ssl::Views views;
     if (r.loader) {
         views = loader_views(r);
     } else {
         if (perm_epoch != r.pos.epoch) perm = sampler.epoch_indices(r.pos.epoch), perm_epoch = r.pos.epoch;
-        const int64_t B = r.cfg.batch_size;
+        const int64_t B = r.dp->local_batch();
         std::vector<int64_t> idx(perm.begin() + r.pos.step * B, perm.begin() + (r.pos.step + 1) * B);
+        // data.max_train_samples keeps n of the N images spread evenly over the set (sample i -> image i·N/n): the
+        // embedded digits are stored class by class, so its first n images would drop whole classes.
+        const int64_t N = r.data->train.count();
+        const int64_t n = r.cfg.max_train_samples > 0 ? std::min(N, r.cfg.max_train_samples) : N;
+        for (int64_t& i : idx) i = i * N / n;
         views = embedded_views(r.data->train, r.recipe, idx, r.cfg.seed, r.pos.epoch, r.device);
     }
     ssl::StepContext ctx;
     ctx.iteration = r.pos.iteration, ctx.epoch = r.pos.epoch, ctx.iters_per_epoch = r.ipe;
     ctx.total_epochs = r.cfg.epochs;
     set_schedule(r, r.pos.iteration);
+    profiler::phase("forward");
     Tensor loss = r.method->forward_loss(views, ctx);
-    const double lv = loss.item();
+    const double lv = r.dp->global_loss(loss.item());  // the global-batch loss, the same on every rank
     if (!std::isfinite(lv)) {
         const std::vector<std::string> cps = list_checkpoints(r.out);
         throw Error(str("pretrain: the loss is ", lv, " at iteration ", r.pos.iteration, " (epoch ", r.pos.epoch,
                         ", step ", r.pos.step, "); stopping. The last good checkpoint is ",
                         cps.empty() ? std::string("(none)") : cps.back()));
     }
+    profiler::phase("backward");
     loss.backward();
+    r.dp->synchronize_gradients();
+    profiler::phase("grad_check");
+    if (r.o.on_backward) r.o.on_backward(*r.method);
+    check_gradients(r, lv);
+    profiler::phase("optimizer");
     if (r.cfg.clip_grad > 0) {
         std::vector<Tensor*> ps;
         for (const auto& g : r.opt->groups()) ps.insert(ps.end(), g.params.begin(), g.params.end());
@@ -335,7 +405,7 @@ double train_step(Run& r, const data::Sampler& sampler, std::vector<int64_t>& pe
 bool train(Run& r, PretrainResult& res) {
     int64_t n = r.data ? r.data->train.count() : r.folder->size();
     if (r.cfg.max_train_samples > 0) n = std::min(n, r.cfg.max_train_samples);
-    const data::Sampler sampler(n, 0, 1, r.cfg.seed, true);
+    const data::Sampler sampler(n, r.dp->rank(), r.dp->world(), r.cfg.seed, true);
     std::vector<int64_t> perm;
     int64_t perm_epoch = -1, done_here = 0;
     double epoch_loss = 0;
@@ -343,12 +413,14 @@ bool train(Run& r, PretrainResult& res) {
     const auto t0 = Clock::now();
     const int64_t stop_at = r.cfg.max_steps > 0 ? std::min(r.cfg.max_steps, r.total_iters) : r.total_iters;
     while (r.pos.iteration < stop_at) {
+        profiler::step_begin();
         const double loss = train_step(r, sampler, perm, perm_epoch);
+        profiler::step_end();
         if (r.o.on_step) r.o.on_step(r.pos.iteration);
         ++done_here, ++epoch_steps, epoch_loss += loss;
         res.last_loss = loss;
         const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-        if (r.pos.iteration % r.cfg.log_every == 0)
+        if (r.metrics && r.pos.iteration % r.cfg.log_every == 0)
             r.metrics->write("step", {{"iteration", double(r.pos.iteration)},
                                       {"epoch", double(r.pos.epoch)},
                                       {"loss", loss},
@@ -358,7 +430,7 @@ bool train(Run& r, PretrainResult& res) {
                                       {"elapsed_s", secs}});
         progress(r, done_here, secs, loss, false);
         const bool epoch_end = r.pos.step == 0;
-        if (epoch_end) {
+        if (epoch_end && r.metrics) {
             r.metrics->write("epoch", {{"epoch", double(r.pos.epoch - 1)},
                                        {"iteration", double(r.pos.iteration)},
                                        {"loss_mean", epoch_loss / epoch_steps},
@@ -368,7 +440,7 @@ bool train(Run& r, PretrainResult& res) {
         if (epoch_end || (r.cfg.checkpoint_every > 0 && r.pos.iteration % r.cfg.checkpoint_every == 0) ||
             r.pos.iteration == stop_at)
             res.last_checkpoint = checkpoint(r);
-        if (g_stop) {
+        if (r.dp->any_rank(g_stop != 0)) {
             if (r.live && r.o.log) *r.o.log << "\n";
             res.last_checkpoint = checkpoint(r);
             r.log(str("stop requested by a signal: checkpoint ", res.last_checkpoint, " written, exiting"));
@@ -379,11 +451,30 @@ bool train(Run& r, PretrainResult& res) {
     return true;
 }
 
+// The set's features: each rank extracts its shard (dist::shard_range), the shards are gathered on every rank.
+Tensor features_of(Run& r, models::Backbone& backbone, const ImageSet& set) {
+    if (r.dp->world() == 1) return extract_features(backbone, set, r.device);
+    const auto [lo, hi] = dist::shard_range(set.count(), r.dp->rank(), r.dp->world());
+    const int64_t px = int64_t(set.size) * set.size * 3;
+    const ImageSet part{set.size, {set.pixels.begin() + lo * px, set.pixels.begin() + hi * px},
+                        {set.labels.begin() + lo, set.labels.begin() + hi}};
+    return r.dp->gather_shards(extract_features(backbone, part, r.device), set.count());
+}
+
 KnnResult knn_of(Run& r, models::Backbone& backbone) {
-    const Tensor tr = extract_features(backbone, r.data->train, r.device);
-    const Tensor va = extract_features(backbone, r.data->val, r.device);
+    const Tensor tr = features_of(r, backbone, r.data->train);
+    const Tensor va = features_of(r, backbone, r.data->val);
     return knn_classify(tr, r.data->train.labels, va, r.data->val.labels, r.data->num_classes, r.cfg.knn_k,
                         r.cfg.knn_temperature);
+}
+
+// kNN with the BatchNorm statistics re-estimated on the train images (the backbone's own are put back after).
+// Every rank re-estimates from the whole train set, so the ranks stay identical without communication.
+KnnResult knn_precise_bn(Run& r, models::Backbone& backbone) {
+    const std::vector<Tensor> saved = recalibrate_batch_norm(backbone, r.data->train, r.device);
+    const KnnResult k = knn_of(r, backbone);
+    restore_batch_norm(backbone, saved);
+    return k;
 }
 
 // kNN of the trained backbone (for DINO the EMA teacher's, as DINO's own kNN eval; the student is reported too)
@@ -401,6 +492,8 @@ void final_knn(Run& r, PretrainResult& res) {
     nn::init_generator() = saved;
     fresh->to(r.device);
     res.knn_random = knn_of(r, fresh->student_backbone());
+    res.knn_trained_pbn = knn_precise_bn(r, dino ? *dino->teacher->backbone : r.method->student_backbone());
+    res.knn_random_pbn = knn_precise_bn(r, fresh->student_backbone());
     res.knn_done = true;
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     std::vector<std::pair<std::string, double>> fields = {{"iteration", double(r.pos.iteration)},
@@ -411,15 +504,20 @@ void final_knn(Run& r, PretrainResult& res) {
     if (dino) fields.insert(fields.end(), {{"student_top1", student.top1}, {"student_top5", student.top5}});
     fields.insert(fields.end(), {{"random_init_top1", res.knn_random.top1},
                                  {"random_init_top5", res.knn_random.top5},
+                                 {"precise_bn_top1", res.knn_trained_pbn.top1},
+                                 {"random_init_precise_bn_top1", res.knn_random_pbn.top1},
                                  {"elapsed_s", secs}});
-    r.metrics->write("knn", fields);
+    if (r.metrics) r.metrics->write("knn", fields);
     std::ostringstream os;
     os << "kNN (k " << r.cfg.knn_k << ", T " << r.cfg.knn_temperature << std::fixed << std::setprecision(1) << ", "
        << r.data->train.count() << " train / " << r.data->val.count() << " val): trained " << (dino ? "teacher " : "")
        << "top-1 " << 100 * res.knn_trained.top1 << "% top-5 " << 100 * res.knn_trained.top5 << "%";
     if (dino) os << " (student top-1 " << 100 * student.top1 << "% top-5 " << 100 * student.top5 << "%)";
     os << "  |  same backbone at random init top-1 " << 100 * res.knn_random.top1 << "% top-5 "
-       << 100 * res.knn_random.top5 << "%";
+       << 100 * res.knn_random.top5 << "%\n"
+       << "kNN with BatchNorm statistics re-estimated on the train images (precise BN, the weights alone): trained "
+       << (dino ? "teacher " : "") << "top-1 " << 100 * res.knn_trained_pbn.top1 << "%  |  random init top-1 "
+       << 100 * res.knn_random_pbn.top1 << "%";
     r.log(os.str());
 }
 
@@ -431,8 +529,10 @@ PretrainResult run_pretrain(const PretrainOptions& options) {
     setup(r);
     maybe_resume(r);
     r.live = options.progress == 1 || (options.progress == -1 && isatty(STDOUT_FILENO));
-    r.metrics = std::make_unique<MetricsLog>(r.out + "/metrics.jsonl", options.resume);
-    {
+    r.dp->check_agree(r.pos.iteration, "the resumed iteration");
+    r.dp->broadcast_state();
+    if (r.root()) {
+        r.metrics = std::make_unique<MetricsLog>(r.out + "/metrics.jsonl", options.resume);
         std::ofstream cf(r.out + "/config.resolved.toml");
         cf << canonical_text(r.cfg);
     }
@@ -446,6 +546,7 @@ PretrainResult run_pretrain(const PretrainOptions& options) {
     auto old_usr1 = std::signal(SIGUSR1, on_stop_signal);
     PretrainResult res;
     res.out_dir = r.out;
+    profiler::Session prof(options.profile && r.root(), {r.out + "/profile_trace.json", 10, r.device});
     bool finished = false;
     try {
         finished = train(r, res);
@@ -454,15 +555,17 @@ PretrainResult run_pretrain(const PretrainOptions& options) {
         throw;
     }
     std::signal(SIGTERM, old_term), std::signal(SIGUSR1, old_usr1);
+    if (options.profile && r.root()) r.log(prof.finish(r.out + "/profile.txt"));
     res.interrupted = !finished;
     res.iterations = r.pos.iteration;
-    if (finished) models::save_backbone(r.out + "/backbone.safetensors", r.method->student_backbone());
+    if (finished && r.root()) models::save_backbone(r.out + "/backbone.safetensors", r.method->student_backbone());
     if (finished && r.pos.iteration == r.total_iters && r.cfg.knn_at_end) {
         if (r.data)
             final_knn(r, res);
         else
             r.log("kNN: skipped (no labelled train/val split for an ImageFolder run; use sslight knn)");
     }
+    if (finished && r.root()) r.log(plot_after_run(r.out));
     res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     return res;
 }

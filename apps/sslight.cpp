@@ -1,7 +1,8 @@
 // The sslight command: `pretrain` (self-supervised pre-training from a TOML config, apps/pretrain.h), `export`
 // (backbone weights from a checkpoint in torchvision/timm names), `info` (build options, devices, models with
-// parameters and FLOPs) and `demo` (the engine's MLP training demo). Exit codes: 0 success, 1 runtime error,
-// 2 bad command line or config.
+// parameters and FLOPs), `linear` / `finetune` (the linear probe and semi-supervised fine-tuning, apps/linear.h and
+// apps/finetune.h), `bench` (the training step's throughput, apps/bench_cmd.h) and `demo` (the engine's MLP training
+// demo). Exit codes: 0 success, 1 runtime error, 2 bad command line or config, 3 no plotter installed (`plot`).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -11,9 +12,13 @@
 #include <iostream>
 #include <string>
 
+#include "apps/bench_cmd.h"
 #include "apps/config.h"
 #include "apps/checkpoint.h"
 #include "apps/demo.h"
+#include "apps/finetune.h"
+#include "apps/linear.h"
+#include "apps/plot.h"
 #include "apps/pretrain.h"
 #include "models/backbone.h"
 #include "models/flops.h"
@@ -32,17 +37,21 @@ constexpr const char* kUsage =
     "  pretrain self-supervised pre-training (DINO / SwAV / MoCo-v2, baseline or SSLight) from a TOML config;\n"
     "           with no data set, the embedded handwritten digits, then a kNN report\n"
     "  knn      weighted kNN (k 20, T 0.07) of a checkpoint's or an exported backbone on the embedded digits\n"
+    "  linear   linear probe of a frozen backbone (top-1 / top-5 per epoch) on the digits or an ImageFolder\n"
+    "  finetune semi-supervised fine-tuning (1% / 10% labels) with a 3-layer head, the DINO head's when present\n"
+    "  bench    samples/s, ms per phase and peak memory of one SPEC row's training step on synthetic views\n"
+    "  plot     the loss, lr and kNN curves of a pre-training run (its metrics.jsonl) as a PNG\n"
     "  export   the backbone of a checkpoint as safetensors with torchvision/timm names\n"
     "  info     build options, the devices found, the models with parameters and FLOPs\n"
     "  demo     train a small MLP on a built-in 3-class spiral (the engine's end-to-end demo)\n"
     "\n"
     "Run `sslight <command> --help` for the options of a command.\n"
     "exit codes: 0 success (also after a SIGTERM/SIGUSR1 checkpoint), 1 runtime error (including a non-finite\n"
-    "loss), 2 bad command line or config\n";
+    "loss or gradient), 2 bad command line or config, 3 no plotter installed (sslight plot)\n";
 
 constexpr const char* kPretrainUsage =
     "usage: sslight pretrain [--config FILE] [--set key=value ...] [--data DIR] [--out DIR] [--resume]\n"
-    "                        [--progress auto|live|plain]\n"
+    "                        [--progress auto|live|plain] [--profile]\n"
     "  --config FILE   TOML config (configs/*.toml); default configs/demo.toml when it exists, else built-in\n"
     "                  defaults sized like it\n"
     "  --set k=v       override one key with the TOML rules (strings may be bare words); repeatable\n"
@@ -50,7 +59,14 @@ constexpr const char* kPretrainUsage =
     "                  report at the end then (use sslight knn)\n"
     "  --out DIR       output folder (metrics.jsonl, checkpoints, backbone.safetensors); default runs/<name>\n"
     "  --resume        continue from the newest checkpoint in the output folder\n"
-    "  SIGTERM / SIGUSR1 write a checkpoint and exit 0; a non-finite loss stops with exit code 1.\n";
+    "  --profile       per-op time table (wall clock on the CPU, CUDA events on the GPU) printed at the end and\n"
+    "                  written to profile.txt, a Chrome trace of the first 10 steps (profile_trace.json) and NVTX\n"
+    "                  ranges for Nsight\n"
+    "  SIGTERM / SIGUSR1 write a checkpoint and exit 0; a non-finite loss, or a non-finite gradient while the loss\n"
+    "  is finite, stops with exit code 1 naming the step (and the parameter), without a checkpoint of that step.\n"
+    "  At the end the curves are drawn to metrics.png when gnuplot or python3-matplotlib is installed.\n"
+    "  Under mpirun -np N or srun, N ranks train data parallel, each on batch_size / N images of the global batch;\n"
+    "  rank 0 alone logs and writes (engine/dist/README.md).\n";
 
 constexpr const char* kKnnUsage =
     "usage: sslight knn [--config FILE] [--set key=value ...] (--checkpoint FILE | --weights FILE | --random-init)\n"
@@ -166,6 +182,7 @@ int cmd_pretrain(int argc, char** argv) {
         if (a == "--help" || a == "-h") return std::cout << kPretrainUsage, 0;
         if (ca.take(a, i, argc, argv)) continue;
         if (a == "--resume") { o.resume = true; continue; }
+        if (a == "--profile") { o.profile = true; continue; }
         if (i + 1 >= argc) throw UsageError("pretrain: option " + a + " needs a value (see sslight pretrain --help)");
         const std::string v = argv[++i];
         if (a == "--data") o.data_dir = v;
@@ -181,8 +198,9 @@ int cmd_pretrain(int argc, char** argv) {
         return 2;
     }
     apps::PretrainResult r = apps::run_pretrain(o);
-    std::printf("%s after %lld steps in %.1f s; output in %s\n", r.interrupted ? "stopped" : "done",
-                static_cast<long long>(r.iterations), r.seconds, r.out_dir.c_str());
+    if (dist::launcher_rank() == 0)
+        std::printf("%s after %lld steps in %.1f s; output in %s\n", r.interrupted ? "stopped" : "done",
+                    static_cast<long long>(r.iterations), r.seconds, r.out_dir.c_str());
     return 0;
 }
 
@@ -299,6 +317,10 @@ int main(int argc, char** argv) {
         if (cmd == "pretrain") return cmd_pretrain(argc - 2, argv + 2);
         if (cmd == "export") return cmd_export(argc - 2, argv + 2);
         if (cmd == "knn") return cmd_knn(argc - 2, argv + 2);
+        if (cmd == "plot") return sslight::apps::plot_command(argc - 2, argv + 2);
+        if (cmd == "linear") return sslight::apps::linear_command(argc - 2, argv + 2);
+        if (cmd == "finetune") return sslight::apps::finetune_command(argc - 2, argv + 2);
+        if (cmd == "bench") return sslight::apps::bench_command(argc - 2, argv + 2);
         throw UsageError("unknown command '" + cmd + "'");
     } catch (const UsageError& e) {
         std::cerr << "sslight: " << e.what() << "\n\n" << kUsage;

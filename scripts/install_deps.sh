@@ -6,7 +6,8 @@
 set -euo pipefail
 
 want=(build-essential cmake ninja-build ccache pkg-config libopenblas-openmp-dev libomp-dev git
-      libturbojpeg0-dev libjpeg62-turbo-dev libstb-dev libopenmpi-dev openmpi-bin)
+      libturbojpeg0-dev libjpeg62-turbo-dev libstb-dev libopenmpi-dev openmpi-bin
+      gnuplot-nox)  # sslight plot and the plot at the end of pretrain (optional at run time)
 if [[ "${1:-}" == "--test" ]]; then
     want+=(doctest-dev python3 python3-numpy python3-torch python3-torchvision)
     # the data loader's test images (tests/data/fetch_test_images.sh) and its PIL parity test

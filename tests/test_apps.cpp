@@ -25,6 +25,9 @@
 #include "doctest/doctest.h"
 #include "engine/check.h"
 #include "engine/io/safetensors.h"
+#include "engine/nn/layers.h"
+#include "engine/random.h"
+#include "models/backbone.h"
 
 using namespace sslight;
 using namespace sslight::apps;
@@ -174,7 +177,7 @@ TEST_SUITE("cpu") {
         CHECK(contains(choice, "key 'model.backbone' expects one of"));
         CHECK(contains(choice, "\"resnet18\""));
         const std::string pair = error_of([] { parse_config("[data]\nglobal_scale = [0.5, 0.1]\n", "my.toml"); });
-        CHECK(contains(pair, "key 'data.global_scale' expects an array of two numbers"));
+        CHECK(contains(pair, "key 'data.global_scale' expects [] (the recipe's) or an array of two numbers"));
         const std::string relation =
             error_of([] { parse_config("[optim]\nbase_lr = 0.1\nfinal_lr = 0.2\n", "my.toml"); });
         CHECK(contains(relation, "my.toml: optim.final_lr (0.2) must not exceed optim.base_lr (0.1)"));
@@ -241,6 +244,36 @@ TEST_SUITE("cpu") {
         CHECK(r.top5 == doctest::Approx(1.0));                 // 3 classes: always within the top 5
         r = knn_classify(train, tl, val, {1, 1}, 3, 1, 0.07);  // k 1: the nearest only
         CHECK(r.top1 == doctest::Approx(0.0));
+    }
+
+    TEST_CASE("knn: precise BN averages the set's batch statistics; restore puts the old ones back") {
+        models::BackboneOptions o;
+        o.width_mult = 0.25;
+        nn::init_generator() = Generator(3);
+        std::shared_ptr<models::Backbone> b = models::make_backbone("mobilenet_v2", o);
+        b->eval();
+        const ImageSet& set = tiny_data().train;
+        REQUIRE(set.count() % 2 == 0);
+        nn::BatchNorm* bn = nullptr;
+        for (auto& [name, m] : b->named_modules())
+            if (!bn) bn = dynamic_cast<nn::BatchNorm*>(m);
+        REQUIRE(bn != nullptr);
+        // The first BatchNorm's input does not depend on any statistics: its mean over the set equals the
+        // average of the means of two equal halves.
+        std::vector<Tensor> saved = recalibrate_batch_norm(*b, set, Device::cpu(), int(set.count()));
+        const std::vector<float> whole = bn->running_mean.to_vector<float>();
+        CHECK_FALSE(b->is_training());
+        restore_batch_norm(*b, saved);
+        for (float v : bn->running_mean.to_vector<float>()) CHECK(v == 0.0f);
+        for (float v : bn->running_var.to_vector<float>()) CHECK(v == 1.0f);
+        saved = recalibrate_batch_norm(*b, set, Device::cpu(), int(set.count() / 2));
+        const std::vector<float> halves = bn->running_mean.to_vector<float>();
+        double scale = 0;
+        for (float v : whole) scale = std::max(scale, double(std::fabs(v)));
+        REQUIRE(scale > 1e-3);
+        for (size_t i = 0; i < whole.size(); ++i) CHECK(std::fabs(whole[i] - halves[i]) <= 1e-5 * scale);
+        restore_batch_norm(*b, saved);
+        CHECK_THROWS_AS(restore_batch_norm(*b, {}), Error);
     }
 
     TEST_CASE("pretrain: a tiny run end to end writes metrics, checkpoints and the backbone; export matches") {

@@ -176,6 +176,20 @@ TEST_SUITE("cpu") {
         CHECK(m.knn[0].random_top5 == doctest::Approx(0.66));
     }
 
+    TEST_CASE("plot: without kNN records, the epochs' top1 / top5 (linear, finetune) are the accuracy points") {
+        const std::string text = "{\"type\":\"step\",\"iteration\":1,\"loss\":2.0,\"lr\":0.1}\n"
+                                 "{\"type\":\"epoch\",\"iteration\":1,\"loss_mean\":2.0,\"top1\":0.25,\"top5\":0.75}\n"
+                                 "{\"type\":\"epoch\",\"iteration\":2,\"loss_mean\":1.5}\n";
+        Metrics m = parse_metrics(text, "m.jsonl");
+        CHECK(m.validation);
+        REQUIRE(m.knn.size() == 1);
+        CHECK(m.knn[0].top1 == doctest::Approx(0.25));
+        CHECK(m.knn[0].top5 == doctest::Approx(0.75));
+        CHECK(std::isnan(m.knn[0].random_top1));
+        m = parse_metrics(synthetic_metrics(), "metrics.jsonl");  // kNN records: those, not validation
+        CHECK_FALSE(m.validation);
+    }
+
     TEST_CASE("plot: a malformed metrics.jsonl is refused with the file and the line") {
         const std::string dir = temp_dir("bad");
         const std::string ok = "{\"type\":\"step\",\"iteration\":1,\"loss\":2.5,\"lr\":0.1}\n";
@@ -218,6 +232,11 @@ TEST_SUITE("cpu") {
             const Metrics m = parse_metrics(read_all(dir + "/metrics.jsonl"), "m");
             plot_metrics(Metrics{m.steps, {}, {}}, dir + "/" + name + "_noknn.png", p, "no kNN");
             CHECK(png_size(dir + "/" + name + "_noknn.png") == std::make_pair(1200u, 900u));
+            // linear / finetune runs: the validation top-1 / top-5 per epoch in the third panel.
+            const Metrics val{m.steps, m.epochs, {KnnPoint{20, 0.5, 0.9, NAN, NAN}, KnnPoint{40, 0.6, 0.95, NAN, NAN}},
+                              true};
+            plot_metrics(val, dir + "/" + name + "_val.png", p, "validation");
+            CHECK(png_size(dir + "/" + name + "_val.png") == std::make_pair(1200u, 900u));
             ++drawn;
         }
         if (drawn == 0) MESSAGE("no plotter installed: the PNG checks did not run");
