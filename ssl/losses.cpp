@@ -12,6 +12,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/dispatch.h"
 #include "engine/ops/shape_ops.h"
+#include "engine/profiler.h"
 #include "kernels/dino_loss.h"
 #include "kernels/ema.h"
 #include "kernels/gemm.h"
@@ -129,6 +130,7 @@ Tensor cross_view_forward(const char* op, const DinoLossParams& p, const Tensor&
 
 DinoLossResult dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center,
                          const DinoLossArgs& args) {
+    SSL_PROFILE_OP("dino_loss");
     const char* op = "dino_loss";
     check_matrix(op, student, "student");
     check_matrix(op, teacher, "teacher");
@@ -159,6 +161,7 @@ DinoLossResult dino_loss(const Tensor& student, const Tensor& teacher, const Ten
 
 Tensor swav_loss(const Tensor& scores, const std::vector<Tensor>& codes, double lambda_gg, double lambda_gl,
                  double temp) {
+    SSL_PROFILE_OP("swav_loss");
     const char* op = "swav_loss";
     check_matrix(op, scores, "scores");
     check_float(op, scores);
@@ -187,6 +190,7 @@ Tensor swav_loss(const Tensor& scores, const std::vector<Tensor>& codes, double 
 
 Tensor sinkhorn(const Tensor& scores, double eps, int iters, const std::function<void(Tensor&)>& all_reduce,
                 int64_t global_rows) {
+    SSL_PROFILE_OP("sinkhorn");
     const char* op = "sinkhorn";
     check_matrix(op, scores, "scores");
     check_float(op, scores);
@@ -272,6 +276,7 @@ struct InfoNceNode : Node {
 }  // namespace
 
 Tensor infonce_loss(const Tensor& q, const Tensor& k, const Tensor& queue, double temp) {
+    SSL_PROFILE_OP("infonce_loss");
     const char* op = "infonce_loss";
     check_matrix(op, q, "queries");
     check_matrix(op, k, "keys");
@@ -326,6 +331,7 @@ Tensor infonce_loss(const Tensor& q, const Tensor& k, const Tensor& queue, doubl
 }
 
 void ema_update(const std::vector<Tensor*>& teacher, const std::vector<Tensor*>& student, double m) {
+    SSL_PROFILE_OP("ema_update");
     const char* op = "ema_update";
     SSL_CHECK(teacher.size() == student.size(), op, ": ", teacher.size(), " teacher tensors but ", student.size(),
               " student tensors");

@@ -9,6 +9,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/dispatch.h"
+#include "engine/profiler.h"
 #include "kernels/attention.h"
 
 namespace sslight {
@@ -166,11 +167,13 @@ Tensor forward(const char* op, const AttentionParams& p, bool fused, const Tenso
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale) {
+    SSL_PROFILE_OP("attention");
     const AttentionParams p = validate(q, k, v, scale);
     return forward("attention", p, false, q, k, v, empty(q.shape(), q.dtype(), q.device()));
 }
 
 Tensor attention_qkv(const Tensor& qkv, int heads, double scale) {
+    SSL_PROFILE_OP("attention_qkv");
     AttentionParams p = validate_qkv(qkv, heads);
     p.scale = resolve_scale("attention_qkv", scale, p.D);
     Tensor y = empty({p.B, p.T, int64_t(p.H) * p.D}, qkv.dtype(), qkv.device());

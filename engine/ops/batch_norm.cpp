@@ -5,6 +5,7 @@
 #include "engine/ops/batch_norm.h"
 
 #include "engine/autograd.h"
+#include "engine/profiler.h"
 #include "kernels/batch_norm.h"
 
 namespace sslight {
@@ -276,6 +277,7 @@ struct BatchNormNode : Node {
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                   Tensor& running_var, const BatchNormArgs& args) {
+    SSL_PROFILE_OP("batch_norm");
     validate(x, weight, bias, running_mean, running_var, args);
     BatchNormParams p;
     p.C = x.size(-1);

@@ -7,6 +7,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/dwconv2d.h"
+#include "engine/profiler.h"
 #include "kernels/conv2d.h"
 #include "kernels/pool.h"
 
@@ -201,6 +202,7 @@ struct Conv2dNode : Node {
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args) {
+    SSL_PROFILE_OP("conv2d");
     validate(x, weight, bias, args);
     const Conv2dParams p = make_params(x, weight, args);
     if (is_fast_depthwise(p)) return depthwise_conv2d(x, weight, bias, args.stride_h, args.pad_h);

@@ -5,6 +5,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/dispatch.h"
 #include "engine/ops/softmax.h"
+#include "engine/profiler.h"
 #include "kernels/softmax.h"
 
 namespace sslight {
@@ -102,6 +103,7 @@ DType stats_dtype(const Tensor& logits) { return logits.device().is_cpu() ? logi
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+    SSL_PROFILE_OP("cross_entropy");
     const SoftmaxParams p = check_logits("cross_entropy", logits);
     check_labels(logits, labels);
     Tensor loss = empty({}, logits.dtype(), logits.device());
@@ -133,6 +135,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
 }
 
 Tensor cross_entropy_soft(const Tensor& logits, const Tensor& targets) {
+    SSL_PROFILE_OP("cross_entropy_soft");
     const SoftmaxParams p = check_logits("cross_entropy_soft", logits);
     check_defined("cross_entropy_soft", targets, "targets");
     check_same_device("cross_entropy_soft", logits, targets);

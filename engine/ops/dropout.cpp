@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/profiler.h"
 #include "kernels/dropout.h"
 
 namespace sslight {
@@ -82,10 +83,12 @@ Tensor masked_op(const char* op, const Tensor& x, double p, bool training, RngKe
 }  // namespace
 
 Tensor dropout(const Tensor& x, double p, bool training, RngKey key) {
+    SSL_PROFILE_OP("dropout");
     return masked_op("dropout", x, p, training, key, false);
 }
 
 Tensor drop_path(const Tensor& x, double p, bool training, RngKey key) {
+    SSL_PROFILE_OP("drop_path");
     return masked_op("drop_path", x, p, training, key, true);
 }
 

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "engine/autograd.h"
+#include "engine/profiler.h"
 #include "kernels/dwconv2d.h"
 
 namespace sslight {
@@ -161,6 +162,7 @@ struct DwConv2dNode : Node {
 }  // namespace
 
 Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
+    SSL_PROFILE_OP("depthwise_conv2d");
     const DwConv2dParams p = validate(x, weight, bias, stride, padding);
     Tensor y = empty({p.B, p.Ho, p.Wo, p.C}, x.dtype(), x.device());
     if (y.numel() > 0) with_dtype(x.dtype(), [&](auto t) { forward_typed<decltype(t)>(p, x, weight, bias, y); });

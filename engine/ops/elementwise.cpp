@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "engine/autograd.h"
+#include "engine/profiler.h"
 #include "kernels/elementwise.h"
 
 namespace sslight {
@@ -119,6 +120,7 @@ struct UnaryNode : Node {
 };
 
 Tensor unary(const char* op, UnaryOp uop, double s0, double s1, const Tensor& x) {
+    SSL_PROFILE_OP(op);
     check_defined(op, x, "input");
     check_supported(op, x);
     const UnaryParams p{x.numel(), uop, s0, s1};
@@ -190,6 +192,7 @@ void check_pair(const char* op, const Tensor& a, const Tensor& b) {
 }
 
 Tensor binary(const char* op, BinaryOp bop, double alpha, const Tensor& a, const Tensor& b) {
+    SSL_PROFILE_OP(op);
     check_pair(op, a, b);
     const BinaryParams p{a.numel(), broadcast_size(op, a, b), bop, alpha};
     Tensor out = empty_like(a);

@@ -5,6 +5,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/dispatch.h"
+#include "engine/profiler.h"
 #include "kernels/layer_norm.h"
 
 namespace sslight {
@@ -53,6 +54,7 @@ struct LayerNormNode : Node {
 }  // namespace
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+    SSL_PROFILE_OP("layer_norm");
     check_defined("layer_norm", x, "x");
     check_float("layer_norm", x);
     SSL_CHECK_SHAPE(x.dim() >= 1, "layer_norm: x needs at least one dimension, got shape ", shape_str(x.shape()));

@@ -6,6 +6,7 @@
 #include "engine/ops/matmul.h"
 
 #include "engine/autograd.h"
+#include "engine/profiler.h"
 #include "kernels/gemm.h"
 #include "kernels/shape.h"
 
@@ -180,6 +181,7 @@ MatmulDims matmul_dims(const Tensor& a, const Tensor& b, bool trans_a, bool tran
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+    SSL_PROFILE_OP("matmul");
     check_defined("matmul", a, "a");
     check_defined("matmul", b, "b");
     check_same_device("matmul", a, b);
@@ -234,6 +236,7 @@ struct LinearNode : Node {
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+    SSL_PROFILE_OP("linear");
     check_defined("linear", x, "x");
     check_defined("linear", weight, "weight");
     check_same_device("linear", x, weight);

@@ -5,6 +5,7 @@
 #include "engine/ops/pool.h"
 
 #include "engine/autograd.h"
+#include "engine/profiler.h"
 #include "kernels/pool.h"
 
 namespace sslight {
@@ -114,6 +115,7 @@ struct GlobalAvgPoolNode : Node {
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
+    SSL_PROFILE_OP("max_pool2d");
     check_pool_input("max_pool2d", x);
     SSL_CHECK_SHAPE(kernel >= 1 && stride >= 1 && padding >= 0 && padding <= kernel / 2,
                     "max_pool2d: invalid kernel ", kernel, ", stride ", stride, ", padding ", padding,
@@ -145,6 +147,7 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
 }
 
 Tensor global_avg_pool(const Tensor& x) {
+    SSL_PROFILE_OP("global_avg_pool");
     check_pool_input("global_avg_pool", x);
     kernels::GlobalPoolParams p;
     p.N = x.size(0);

@@ -9,6 +9,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/dispatch.h"
+#include "engine/profiler.h"
 #include "kernels/reduce.h"
 
 namespace sslight {
@@ -211,33 +212,49 @@ ReduceParams full_params(const Tensor& a) {
 
 }  // namespace
 
-Tensor sum(const Tensor& a) { return sum_impl("sum", a, full_params(a), {}, 1.0); }
+Tensor sum(const Tensor& a) {
+    SSL_PROFILE_OP("sum");
+    return sum_impl("sum", a, full_params(a), {}, 1.0);
+}
 
 Tensor sum(const Tensor& a, int64_t dim, bool keepdim) {
+    SSL_PROFILE_OP("sum");
     const int64_t d = wrap_dim("sum", a, dim);
     return sum_impl("sum", a, params_for(a.shape(), d), reduced_shape(a.shape(), d, keepdim), 1.0);
 }
 
 Tensor mean(const Tensor& a) {
+    SSL_PROFILE_OP("mean");
     const int64_t n = a.numel();
     return sum_impl("mean", a, full_params(a), {}, n > 0 ? 1.0 / static_cast<double>(n) : std::nan(""));
 }
 
 Tensor mean(const Tensor& a, int64_t dim, bool keepdim) {
+    SSL_PROFILE_OP("mean");
     const int64_t d = wrap_dim("mean", a, dim);
     const int64_t n = a.shape()[d];
     return sum_impl("mean", a, params_for(a.shape(), d), reduced_shape(a.shape(), d, keepdim),
                     n > 0 ? 1.0 / static_cast<double>(n) : std::nan(""));
 }
 
-Tensor max(const Tensor& a) { return max_impl(a, full_params(a), {}); }
+Tensor max(const Tensor& a) {
+    SSL_PROFILE_OP("max");
+    return max_impl(a, full_params(a), {});
+}
 
 Tensor max(const Tensor& a, int64_t dim, bool keepdim) {
+    SSL_PROFILE_OP("max");
     const int64_t d = wrap_dim("max", a, dim);
     return max_impl(a, params_for(a.shape(), d), reduced_shape(a.shape(), d, keepdim));
 }
 
-Tensor l2_norm(const Tensor& a) { return l2_impl("l2_norm", a, false, 0.0); }
-Tensor l2_normalize(const Tensor& a, double eps) { return l2_impl("l2_normalize", a, true, eps); }
+Tensor l2_norm(const Tensor& a) {
+    SSL_PROFILE_OP("l2_norm");
+    return l2_impl("l2_norm", a, false, 0.0);
+}
+Tensor l2_normalize(const Tensor& a, double eps) {
+    SSL_PROFILE_OP("l2_normalize");
+    return l2_impl("l2_normalize", a, true, eps);
+}
 
 }  // namespace sslight

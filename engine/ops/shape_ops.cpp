@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "engine/autograd.h"
+#include "engine/profiler.h"
 #include "kernels/shape.h"
 
 namespace sslight {
@@ -113,6 +114,7 @@ struct SplitNode : Node {
 }  // namespace
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+    SSL_PROFILE_OP("concat");
     SSL_CHECK_SHAPE(!xs.empty(), "concat: no tensors given");
     for (const Tensor& x : xs) check_defined("concat", x, "an input");
     const Tensor& x0 = xs[0];
@@ -150,6 +152,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+    SSL_PROFILE_OP("split");
     check_defined("split", x, "x");
     const bool last = resolve_cat_dim("split", x.shape(), dim);
     const size_t axis = last ? x.shape().size() - 1 : 0;
@@ -222,6 +225,7 @@ struct PermuteNode : Node {
 }  // namespace
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
+    SSL_PROFILE_OP("permute");
     check_defined("permute", x, "x");
     const int64_t r = x.dim();
     SSL_CHECK_SHAPE(r <= kernels::kMaxPermuteRank, "permute: rank ", r, " of ", shape_str(x.shape()),
@@ -305,6 +309,7 @@ struct IndexSelectNode : Node {
 }  // namespace
 
 Tensor index_select(const Tensor& x, const Tensor& index) {
+    SSL_PROFILE_OP("index_select");
     check_defined("index_select", x, "x");
     check_defined("index_select", index, "index");
     check_same_device("index_select", x, index);

@@ -5,6 +5,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/dispatch.h"
+#include "engine/profiler.h"
 #include "kernels/softmax.h"
 
 namespace sslight {
@@ -68,7 +69,13 @@ Tensor softmax_impl(const char* op, const Tensor& x, bool log) {
 
 }  // namespace
 
-Tensor softmax(const Tensor& x) { return softmax_impl("softmax", x, false); }
-Tensor log_softmax(const Tensor& x) { return softmax_impl("log_softmax", x, true); }
+Tensor softmax(const Tensor& x) {
+    SSL_PROFILE_OP("softmax");
+    return softmax_impl("softmax", x, false);
+}
+Tensor log_softmax(const Tensor& x) {
+    SSL_PROFILE_OP("log_softmax");
+    return softmax_impl("log_softmax", x, true);
+}
 
 }  // namespace sslight
