@@ -5,8 +5,11 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <limits>
 #include <sstream>
 
 #include "engine/check.h"
@@ -23,6 +26,17 @@ std::string field(const io::Metadata& md, const std::string& key, const std::str
     auto it = md.find(key);
     if (it == md.end()) throw IoError(str(path, ": not an sslight checkpoint (metadata '", key, "' missing)"));
     return it->second;
+}
+
+// A metadata integer as the writer prints it (decimal digits only), in [0, max]; else IoError naming the field.
+uint64_t count_field(const io::Metadata& md, const std::string& key, const std::string& path, uint64_t max) {
+    const std::string v = field(md, key, path);
+    const bool digits = !v.empty() && v.size() <= 20 && v.find_first_not_of("0123456789") == std::string::npos;
+    errno = 0;
+    const unsigned long long n = digits ? std::strtoull(v.c_str(), nullptr, 10) : 0;
+    if (!digits || errno == ERANGE || n > max)
+        throw IoError(str(path, ": metadata '", key, "' is '", v, "', expected an integer in [0, ", max, "]"));
+    return n;
 }
 
 // The keys whose values differ between two canonical texts ("key = value" lines).
@@ -103,6 +117,17 @@ TrainPosition load_checkpoint(const std::string& path, ssl::Method& method, opti
         diff += differences(canonical_text(cfg, true), field(md, "config", path));
     if (!diff.empty())
         throw ConfigError(str(path, ": the checkpoint belongs to another run; refusing to resume. Differences:", diff));
+    // The position is checked before any state is copied in.
+    constexpr uint64_t kMaxInt64 = uint64_t(std::numeric_limits<int64_t>::max());
+    TrainPosition pos;
+    pos.iteration = static_cast<int64_t>(count_field(md, "iteration", path, kMaxInt64));
+    pos.epoch = static_cast<int64_t>(count_field(md, "epoch", path, uint64_t(cfg.epochs)));
+    pos.step = static_cast<int64_t>(count_field(md, "step", path, kMaxInt64));
+    pos.init_counter = count_field(md, "init_counter", path, std::numeric_limits<uint64_t>::max());
+    // iteration = epoch * iters_per_epoch + step with step < iters_per_epoch (pretrain checks it knowing the latter).
+    if (pos.epoch > pos.iteration || pos.step > pos.iteration || (pos.epoch == cfg.epochs && pos.step != 0))
+        throw IoError(str(path, ": inconsistent position: iteration ", pos.iteration, ", epoch ", pos.epoch, ", step ",
+                          pos.step, " (of ", cfg.epochs, " epochs)"));
     nn::StateDict model, optim_state;
     for (auto& [k, t] : tensors) {
         if (k.rfind("model.", 0) == 0) model[k.substr(6)] = t;
@@ -111,11 +136,6 @@ TrainPosition load_checkpoint(const std::string& path, ssl::Method& method, opti
     }
     method.load_state_dict(model, true);
     if (opt) opt->load_state_dict(optim_state);
-    TrainPosition pos;
-    pos.iteration = std::stoll(field(md, "iteration", path));
-    pos.epoch = std::stoll(field(md, "epoch", path));
-    pos.step = std::stoll(field(md, "step", path));
-    pos.init_counter = std::stoull(field(md, "init_counter", path));
     return pos;
 }
 

@@ -16,7 +16,8 @@
 namespace sslight::apps {
 namespace {
 
-enum class Kind { i32, i64, u64, f64, boolean, text, pair };
+// f64_auto: a number in range, or nan for "the recipe's value"; pair: [lo, hi], or [] for the recipe's.
+enum class Kind { i32, i64, u64, f64, f64_auto, boolean, text, pair };
 
 struct Field {
     const char* key;
@@ -49,7 +50,7 @@ std::vector<Field> fields(PretrainConfig& c) {
         F("model.drop_path_rate", Kind::f64, &m.backbone_options.drop_path_rate, 0, 0.9),
         F("method.name", Kind::text, &m.method, 0, 0, {"dino", "swav", "moco"}),
         F("method.sslight", Kind::boolean, &m.sslight),
-        F("method.lambda_gg", Kind::f64, &m.lambda_gg, 0, 1),
+        F("method.lambda_gg", Kind::f64_auto, &m.lambda_gg, 0, 1),
         F("method.dino_out_dim", Kind::i64, &m.dino_out_dim, 0, 1 << 20),
         F("method.dino_hidden_dim", Kind::i64, &m.dino_hidden_dim, 1, 1 << 16),
         F("method.dino_bottleneck_dim", Kind::i64, &m.dino_bottleneck_dim, 1, 1 << 16),
@@ -106,8 +107,9 @@ std::string expected(const Field& f) {
         case Kind::i64:
         case Kind::u64: return range("an integer");
         case Kind::f64: return range("a number");
+        case Kind::f64_auto: return range("a number") + " or nan (the recipe's)";
         case Kind::boolean: return "a boolean (true or false)";
-        case Kind::pair: return range("an array of two numbers [lo, hi], lo <= hi, each");
+        case Kind::pair: return range("[] (the recipe's) or an array of two numbers [lo, hi], lo <= hi, each");
         case Kind::text: {
             if (f.choices.empty()) return "a string";
             std::string s = "one of";
@@ -150,8 +152,10 @@ void assign(const Field& f, const toml::Value& v, const std::string& where) {
                 *static_cast<uint64_t*>(f.ptr) = static_cast<uint64_t>(v.integer);
             return;
         case Kind::f64:
-            if (!as_number(v, false, d) || !(d >= f.lo && d <= f.hi)) bad(got_of(v));
-            *static_cast<double*>(f.ptr) = d;
+        case Kind::f64_auto:
+            if (!as_number(v, false, d) || !((d >= f.lo && d <= f.hi) || (f.kind == Kind::f64_auto && std::isnan(d))))
+                bad(got_of(v));
+            *static_cast<double*>(f.ptr) = std::isnan(d) ? d : d + 0.0;  // -0 -> +0: one canonical zero
             return;
         case Kind::boolean:
             if (v.type != toml::Value::Type::boolean) bad(got_of(v));
@@ -166,6 +170,10 @@ void assign(const Field& f, const toml::Value& v, const std::string& where) {
             return;
         }
         case Kind::pair: {
+            if (v.type == toml::Value::Type::array && v.array.empty()) {
+                static_cast<std::vector<double>*>(f.ptr)->clear();
+                return;
+            }
             if (v.type != toml::Value::Type::array || v.array.size() != 2) bad(got_of(v));
             double a = 0, b = 0;
             if (!as_number(v.array[0], false, a) || !as_number(v.array[1], false, b) || !(a >= f.lo && b <= f.hi) ||
@@ -201,9 +209,29 @@ void apply_set(std::vector<Field>& fs, const std::string& set) {
     } catch (const ConfigError&) {
         if (f.kind != Kind::text)
             throw ConfigError(str(where, ": key '", key, "' expects ", expected(f), ", got '", text, "'"));
-        v.type = toml::Value::Type::string, v.str = text;  // a bare word for a string key
+        // A bare word for a string key, under the rule of TOML strings: no control character but tab.
+        for (char ch : text)
+            if ((static_cast<unsigned char>(ch) < 0x20 && ch != '\t') || ch == 0x7f)
+                throw ConfigError(str(where, ": key '", key, "' expects a string without control characters"));
+        v.type = toml::Value::Type::string, v.str = text;
     }
     assign(f, v, where);
+}
+
+// A TOML basic string that parses back to `s` (apps/toml.h escapes).
+std::string quoted(const std::string& s) {
+    std::string out = "\"";
+    for (char ch : s) {
+        switch (ch) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\t': out += "\\t"; break;
+            case '\r': out += "\\r"; break;
+            default: out += ch;
+        }
+    }
+    return out + "\"";
 }
 
 }  // namespace
@@ -227,11 +255,7 @@ PretrainConfig parse_config(const std::string& text, const std::string& source_n
 }
 
 PretrainConfig load_config(const std::string& path, const std::vector<std::string>& sets) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw ConfigError(str(path, ": cannot open the config file"));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return parse_config(ss.str(), path, sets);
+    return parse_config(toml::read_file(path), path, sets);
 }
 
 void validate(const PretrainConfig& c, const std::string& src) {
@@ -264,9 +288,10 @@ std::string canonical_text(const PretrainConfig& c, bool hashed_only) {
             case Kind::i32: os << *static_cast<int*>(f.ptr); break;
             case Kind::i64: os << *static_cast<int64_t*>(f.ptr); break;
             case Kind::u64: os << *static_cast<uint64_t*>(f.ptr); break;
-            case Kind::f64: os << *static_cast<double*>(f.ptr); break;
+            case Kind::f64:
+            case Kind::f64_auto: os << *static_cast<double*>(f.ptr); break;
             case Kind::boolean: os << (*static_cast<bool*>(f.ptr) ? "true" : "false"); break;
-            case Kind::text: os << '"' << *static_cast<std::string*>(f.ptr) << '"'; break;
+            case Kind::text: os << quoted(*static_cast<std::string*>(f.ptr)); break;
             case Kind::pair: {
                 const auto& v = *static_cast<std::vector<double>*>(f.ptr);
                 os << "[" << (v.empty() ? "" : str(v[0], ", ", v[1])) << "]";

@@ -234,11 +234,13 @@ data::ViewRecipe recipe_of(const PretrainConfig& c) {
         data::make_recipe(m, ssl::is_vit(c.method.backbone) ? data::Arch::vit : data::Arch::cnn, c.method.sslight);
     if (c.n_local >= 0) r.locals.resize(static_cast<size_t>(c.n_local), r.locals.empty() ? r.globals[0] : r.locals[0]);
     // The recipe's blur sigmas are pixels at its own crop sizes (224 / 96): a resized view keeps the blur's
-    // strength relative to the crop (sigma 2 px on a 32-px digit would erase it).
+    // strength relative to the crop (sigma 2 px on a 32-px digit would erase it), up to the largest sigma the blur
+    // kernel takes (8/3 px, reached by views over 298 px for globals, 128 px for locals).
     const auto resize = [](data::ViewSpec& v, int size) {
         if (size <= 0 || size == v.size) return;
-        const double f = double(size) / double(v.size);
-        v.blur_sigma_lo *= f, v.blur_sigma_hi *= f, v.size = size;
+        const double f = double(size) / double(v.size), cap = kernels::kAugmentMaxBlurSigma;
+        v.blur_sigma_lo = std::min(v.blur_sigma_lo * f, cap), v.blur_sigma_hi = std::min(v.blur_sigma_hi * f, cap);
+        v.size = size;
     };
     for (auto& v : r.globals) {
         resize(v, c.global_size);

@@ -2,16 +2,26 @@
 // column, so every error names file:line:column.
 #include "apps/toml.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
+#include <unordered_set>
 
 #include "engine/check.h"
 
 namespace sslight::apps::toml {
 namespace {
+
+// A character for an error message: printable ones as they are, others as \xNN.
+std::string shown(char c) {
+    if (std::isprint(static_cast<unsigned char>(c))) return std::string(1, c);
+    char buf[8];
+    std::snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned char>(c));
+    return buf;
+}
 
 class Parser {
 public:
@@ -51,7 +61,7 @@ public:
         skip_blank();
         skip_comment();
         if (peek() == '\r') get();
-        if (!eof() && peek() != '\n') fail(str("expected the end of the line, found '", peek(), "'"));
+        if (!eof() && peek() != '\n') fail(str("expected the end of the line, found '", shown(peek()), "'"));
         if (!eof()) get();
     }
 
@@ -61,7 +71,7 @@ public:
         while (!eof() && (std::isalnum(static_cast<unsigned char>(peek())) || peek() == '_' || peek() == '-'))
             k += get();
         if (k.empty())
-            fail(str("expected a key, found '", eof() ? std::string("end of file") : std::string(1, peek()), "'"));
+            fail(str("expected a key, found '", eof() ? std::string("end of file") : shown(peek()), "'"));
         return k;
     }
     std::string dotted_key() {
@@ -85,6 +95,9 @@ public:
             if (eof() || peek() == '\n') fail("unterminated string", v.line, v.column);
             char c = get();
             if (c == q) return v;
+            // TOML 1.0: control characters other than tab must be escaped (and have no escape here but \n \t \r).
+            if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)
+                fail(str("control character ", shown(c), " in a string"));
             if (c == '\\' && q == '"') {
                 if (eof()) fail("unterminated string", v.line, v.column);
                 char e = get();
@@ -94,7 +107,7 @@ public:
                     case 'r': v.str += '\r'; break;
                     case '"': v.str += '"'; break;
                     case '\\': v.str += '\\'; break;
-                    default: fail(str("unsupported escape '\\", e, "'"));
+                    default: fail(str("unsupported escape '\\", shown(e), "'"));
                 }
             } else {
                 v.str += c;
@@ -145,7 +158,7 @@ public:
             if (*end == '\0' && errno != ERANGE && !(body.size() > 1 && body[0] == '0')) return v;
         }
         if (tok.empty())
-            fail(str("expected a value, found '", eof() ? std::string("end of file") : std::string(1, peek()), "'"));
+            fail(str("expected a value, found '", eof() ? std::string("end of file") : shown(peek()), "'"));
         fail(str("expected a string, number, boolean or array, found '", tok, "'"), v.line, v.column);
     }
 
@@ -164,9 +177,9 @@ public:
                     get();
                     return v;
                 }
-                Value e = parse_value();
-                if (e.type == Value::Type::array) fail("arrays of arrays are not supported", e.line, e.column);
-                v.array.push_back(std::move(e));
+                // Refused before recursing: "[[[[..." must not nest the parser as deep as the file is long.
+                if (peek() == '[') fail("arrays of arrays are not supported");
+                v.array.push_back(parse_value());
                 skip_ws_lines();
                 if (eof()) fail("unterminated array", v.line, v.column);
                 if (peek() == ',')
@@ -179,9 +192,12 @@ public:
     }
 
     Document run() {
+        if (s_.size() > kMaxTomlBytes)
+            fail(str("the config is ", s_.size(), " bytes, more than the ", kMaxTomlBytes, " accepted"), 1, 1);
         Document doc;
         doc.source = src_;
         std::string table;
+        std::unordered_set<std::string> seen;  // Document::find is linear: n keys must not cost n^2
         while (!eof()) {
             skip_ws_lines();
             if (eof()) break;
@@ -202,7 +218,7 @@ public:
             get();
             Value v = parse_value();
             end_of_line();
-            if (doc.find(key)) fail(str("the key '", key, "' is defined twice"), line, col);
+            if (!seen.insert(key).second) fail(str("the key '", key, "' is defined twice"), line, col);
             doc.entries.emplace_back(key, std::move(v));
         }
         return doc;
@@ -238,12 +254,20 @@ Document parse(const std::string& text, const std::string& source_name) {
     return Parser(text, source_name).run();
 }
 
-Document parse_file(const std::string& path) {
+std::string read_file(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     if (!f) throw ConfigError(str(path, ": cannot open the config file"));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return parse(ss.str(), path);
+    std::string text(kMaxTomlBytes + 1, '\0');
+    f.read(&text[0], static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<size_t>(f.gcount()));
+    if (text.size() > kMaxTomlBytes)
+        throw ConfigError(str(path, ": more than ", kMaxTomlBytes, " bytes, not a config file?"));
+    if (f.bad()) throw ConfigError(str(path, ": error while reading the config file"));
+    return text;
+}
+
+Document parse_file(const std::string& path) {
+    return parse(read_file(path), path);
 }
 
 Value parse_value(const std::string& text, const std::string& source_name) {

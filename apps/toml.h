@@ -1,15 +1,19 @@
 // A TOML subset parser for the configs (TOML 1.0 syntax for what it accepts): [tables] and [dotted.tables],
 // bare / quoted / dotted keys, basic and literal strings, integers (sign, '_' separators), floats (fraction,
 // exponent, inf, nan), booleans, arrays of scalars (over several lines, trailing comma allowed) and '#'
-// comments. Everything else (inline tables, arrays of tables, dates, multi-line strings) is rejected. Errors
-// throw ConfigError "file:line:column: what was expected". No tensors, no gradients.
+// comments. Everything else (inline tables, arrays of tables, dates, multi-line strings, control characters in
+// strings) is rejected. Errors throw ConfigError "file:line:column: what was expected". Input is capped at
+// kMaxTomlBytes and parsed in linear time without recursion deeper than one array. No tensors, no gradients.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace sslight::apps::toml {
+
+constexpr size_t kMaxTomlBytes = size_t(1) << 20;  // a config file (the shipped ones are ~1 KB)
 
 struct Value {
     enum class Type { string, integer, floating, boolean, array };
@@ -33,6 +37,8 @@ struct Document {
 
 Document parse(const std::string& text, const std::string& source_name);
 Document parse_file(const std::string& path);
+// The bytes of a config file, refusing one over kMaxTomlBytes before reading it.
+std::string read_file(const std::string& path);
 // One value on its own (the right-hand side of `--set key=value`); `source_name` prefixes errors.
 Value parse_value(const std::string& text, const std::string& source_name);
 

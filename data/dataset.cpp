@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "data/crop.h"
@@ -140,6 +141,27 @@ struct DatasetBuilder {
         ds.num_classes_ = static_cast<int64_t>(classes.size());
     }
 
+    // A cache is used only when it is exactly what save_cache writes for a tree like the one on disk: classes
+    // sorted and unique, each stamped and holding samples, every sample below its class folder without "..".
+    bool well_formed(const std::set<std::string>& stamped) const {
+        const std::vector<std::string>& cls = ds.classes_;
+        if (cls.empty() || ds.labels_.empty() || !stamped.count(".")) return false;
+        for (size_t c = 0; c < cls.size(); ++c)
+            if (cls[c].empty() || cls[c].find('/') != std::string::npos || cls[c] == "." || cls[c] == ".." ||
+                (c > 0 && !(cls[c - 1] < cls[c])) || !stamped.count(cls[c]))
+                return false;
+        std::vector<bool> used(cls.size());
+        for (size_t i = 0; i < ds.labels_.size(); ++i) {
+            const size_t c = static_cast<size_t>(ds.labels_[i]);
+            const std::string rel = ds.blob_.substr(ds.offsets_[i], ds.offsets_[i + 1] - ds.offsets_[i]);
+            if (rel.size() <= cls[c].size() + 1 || rel.compare(0, cls[c].size(), cls[c]) != 0 ||
+                rel[cls[c].size()] != '/' || ("/" + rel + "/").find("/../") != std::string::npos)
+                return false;
+            used[c] = true;
+        }
+        return std::find(used.begin(), used.end(), false) == used.end();
+    }
+
     bool load_cache(const std::string& file, const std::string& root) {
         std::ifstream in(file);
         std::string line;
@@ -148,12 +170,14 @@ struct DatasetBuilder {
         size_t count = 0;
         in >> line >> count;
         if (!in || line != "dirs") return false;
+        std::set<std::string> stamped;
         for (size_t i = 0; i < count; ++i) {
             DirStamp want, now;
             in >> want.sec >> want.nsec;
             in.get();
             if (!std::getline(in, want.rel)) return false;
             if (!stat_dir(root + "/" + want.rel, now) || now.sec != want.sec || now.nsec != want.nsec) return false;
+            stamped.insert(want.rel);
         }
         in >> line >> count;
         if (!in || line != "classes") return false;
@@ -173,6 +197,7 @@ struct DatasetBuilder {
             if (!std::getline(in, line) || label < 0 || label >= int64_t(ds.classes_.size())) return false;
             add(line, label);
         }
+        if (in.peek() != std::char_traits<char>::eof() || !well_formed(stamped)) return false;
         ds.num_classes_ = static_cast<int64_t>(ds.classes_.size());
         return true;
     }

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "data/dataset.h"
@@ -17,6 +18,8 @@ static std::string temp_path() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static const std::string path = temp_path();
+    static const int cleanup = std::atexit([] { std::remove(path.c_str()); });
+    (void)cleanup;
     FILE* f = std::fopen(path.c_str(), "wb");
     if (!f) return 0;
     if (size) std::fwrite(data, 1, size, f);

@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# Seed corpora for the fuzz targets, generated into $1/<target>/ (decode, safetensors, json, index): small
-# JPEGs (baseline, progressive, grayscale, CMYK, 4:2:0 and 4:4:4, restart markers, EXIF orientation) and PNGs
-# (RGB, RGBA, gray, palette, 16-bit) made with Debian's python3-pil, plus a few photos from the test images
+# Seed corpora for the fuzz targets, generated into $1/<target>/ (decode, safetensors, json, index, index_cache,
+# config): small JPEGs (baseline, progressive, grayscale, CMYK, 4:2:0 and 4:4:4, restart markers, EXIF orientation)
+# and PNGs (RGB, RGBA, gray, palette, 16-bit) made with Debian's python3-pil, plus a few photos from the test images
 # cache (~/.cache/sslight/test_images, tests/data/fetch_test_images.sh) when present; safetensors files in the
-# format engine/io/safetensors.cpp writes (every dtype, empty tensors, metadata); JSON snippets; list files.
+# format engine/io/safetensors.cpp writes (every dtype, empty tensors, metadata); JSON snippets; list files; index
+# caches in data/dataset.cpp's format; the shipped configs/*.toml and edge-case TOML, some with --set pieces.
+#   make_corpus.sh DIR                          everything above
+#   make_corpus.sh --checkpoint FUZZ_BIN DIR    DIR/checkpoint/: real checkpoints written by fuzz_checkpoint itself
 set -euo pipefail
+if [[ ${1:-} == --checkpoint ]]; then
+    bin=${2:?usage: make_corpus.sh --checkpoint FUZZ_CHECKPOINT_BINARY DIR}
+    out=${3:?usage: make_corpus.sh --checkpoint FUZZ_CHECKPOINT_BINARY DIR}
+    rm -rf "$out/checkpoint"
+    mkdir -p "$out/checkpoint"
+    SSLIGHT_FUZZ_WRITE_SEEDS="$out/checkpoint" ASAN_OPTIONS=detect_leaks=0 "$bin"
+    exit 0
+fi
 out=${1:?usage: make_corpus.sh DIR}
-mkdir -p "$out"/{decode,safetensors,json,index}
+configs=$(cd "$(dirname "$0")/../configs" && pwd)
+mkdir -p "$out"/{decode,safetensors,json,index,index_cache,config}
 py=/usr/bin/python3
 [[ -x $py ]] || py=python3
-"$py" - "$out" <<'PY'
-import io, json, os, struct, sys
-out = sys.argv[1]
+"$py" - "$out" "$configs" <<'PY'
+import glob, io, json, os, struct, sys
+out, configs = sys.argv[1], sys.argv[2]
 
 def put(sub, name, data):
     with open(os.path.join(out, sub, name), "wb") as f:
@@ -80,6 +92,29 @@ lists = ["a.jpg 0\nb.jpg 1\n", "# comment\n\n/abs/path/x.png 3\r\nrel dir/with s
          "train/n01440764/img 1.JPEG 0\ntrain/n01443537/img.JPEG 999\n", "x 0"]
 for i, s in enumerate(lists):
     put("index", "l%d.txt" % i, s.encode())
+
+# ---- ImageFolder index caches (data/dataset.cpp): first byte odd = after fuzz_index_cache's genuine header ------
+body = "classes 2\ncat\ndog\nsamples 4\n0 cat/a.jpg\n0 cat/b.png\n1 dog/c.JPEG\n1 dog/sub/d.jpg\n"
+put("index_cache", "body.bin", b"\x01" + body.encode())
+put("index_cache", "body_one_class.bin", b"\x01classes 1\ncat\nsamples 1\n0 cat/a.jpg\n")
+put("index_cache", "whole.bin", b"\x00sslight-index 1\nroot /dev/shm/x\ndirs 1\n1 2 .\n" + body.encode())
+
+# ---- configs: the shipped ones, edge cases, and --set overrides after NUL bytes (fuzz_config) -----------------
+for path in sorted(glob.glob(os.path.join(configs, "*.toml"))):
+    with open(path, "rb") as f:
+        put("config", os.path.basename(path), f.read())
+tomls = ['[run]\nname = "x"\nseed = 1_000\n', 'run.epochs = 3 # c\n[data]\nglobal_scale = [0.3, 1.0,]\n',
+         "[method]\nname = 'swav'\nlambda_gg = 0.4\n[data]\nlocal_scale = [\n  0.05,\n  0.3\n]\n",
+         '[optim]\nbase_lr = 5e-4\noptimizer = "adamw"\nweight_decay = 0.04\nweight_decay_end = 0.4\n',
+         '[model]\nbackbone = "vit_tiny"\ndrop_path_rate = 0.1\n[method]\ndino_out_dim = 65536\n',
+         '"run"."name" = "q\\"uote\\\\ \\t"\n', '[eval]\nknn_at_end = false\nknn_temperature = inf\n']
+for i, t in enumerate(tomls):
+    put("config", "edge%d.toml" % i, t.encode())
+sets = [("[run]\nepochs = 4\n", ["run.batch_size=8", "data.n_local=0"]),
+        ("", ["method.name=moco", "method.moco_queue=64", "run.batch_size=16"]),
+        ("[data]\nglobal_size = 32\n", ["data.local_size=16", "run.name=a b", "optim.optimizer=sgd"])]
+for i, (t, s) in enumerate(sets):
+    put("config", "sets%d.bin" % i, "\0".join([t] + s).encode())
 PY
 # A few real photographs when the test images cache has them (they make the decoder reach deeper code).
 cache=${SSLIGHT_TEST_IMAGES:-$HOME/.cache/sslight/test_images}

@@ -1,6 +1,7 @@
 // Regression tests for what the sanitizers and the fuzzers (fuzz/, issue 10) found on the input paths, each with
 // the input that triggered it, and the input caps of docs/LIMITS.md (list-file line length and NUL bytes, JSON
-// depth, safetensors tensor sizes bounded by the file's data bytes). Nothing here is differentiable.
+// depth, safetensors tensor sizes bounded by the file's data bytes, TOML size and nesting, checkpoint positions,
+// index caches). Nothing here is differentiable.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -11,13 +12,23 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <sstream>
 #include <string>
+#include <vector>
 
+#include "apps/checkpoint.h"
+#include "apps/config.h"
+#include "apps/embedded_data.h"
+#include "apps/pretrain.h"
+#include "apps/toml.h"
 #include "data/dataset.h"
 #include "data/decode.h"
 #include "engine/check.h"
 #include "engine/io/json.h"
 #include "engine/io/safetensors.h"
+#include "engine/nn/layers.h"
+#include "engine/optim/optimizer.h"
+#include "kernels/augment.h"
 
 using namespace sslight;
 
@@ -114,6 +125,51 @@ std::string error_of(const std::function<void()>& f) {
         return e.what();
     }
     return "";
+}
+
+std::string config_error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const ConfigError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
+
+// A method with real layers (Linear, BatchNorm with its host counter) and a MoCo-like host buffer, small enough
+// for checkpoint tests (the same shape as fuzz/fuzz_checkpoint.cpp's).
+class TinyMethod : public ssl::Method {
+public:
+    TinyMethod() : Method("TinyMethod") {
+        nn::init_generator() = Generator(7);
+        const std::vector<std::shared_ptr<nn::Module>> layers = {std::make_shared<nn::Linear>(3, 4),
+                                                                 std::make_shared<nn::BatchNorm>(4, false)};
+        student = register_module("student", std::make_shared<nn::Sequential>(layers));
+        register_buffer("queue_ptr", &queue_ptr, zeros({}, DType::i64), /*host=*/true);
+    }
+    Tensor forward_loss(const ssl::Views&, const ssl::StepContext&) override { throw Error("not used"); }
+    void after_optimizer_step(const ssl::StepContext&) override {}
+    std::vector<optim::ParamGroup> param_groups(double lr, double wd) override {
+        return optim::ssl_param_groups(*student, lr, wd);
+    }
+    models::Backbone& student_backbone() override { throw Error("not used"); }
+    std::shared_ptr<nn::Sequential> student;
+    Tensor queue_ptr;
+};
+
+// Replaces one metadata field (or, with a tensor, one tensor) of a safetensors file in place.
+void rewrite(const std::string& path, const std::string& key, const std::string& value, const Tensor& t = {}) {
+    io::Metadata md;
+    io::TensorMap tensors = io::load_safetensors(path, &md);
+    if (t.defined())
+        tensors[key] = t;
+    else
+        md[key] = value;
+    io::save_safetensors(path, tensors, md);
 }
 
 }  // namespace
@@ -223,5 +279,185 @@ TEST_SUITE("cpu") {
         const std::string nul = write_tmp("nul.txt", std::string("a.jpg 0\nb\0c.jpg 1\n", 18));
         CHECK(error_of([&] { data::Dataset::list_file(nul); }).find("line 2: NUL byte") != std::string::npos);
         for (const char* n : {"good.txt", "long.txt", "atcap.txt", "nul.txt"}) std::remove(tmp_path(n).c_str());
+    }
+    TEST_CASE("toml: nested arrays are refused before recursing; many keys parse in linear time; size cap") {
+        // fuzz_config: "a = [[[[..." recursed once per '[' until the stack overflowed (ASan: stack-overflow in
+        // Parser::parse_value at ~15,000 levels under the sanitizers).
+        const std::string deep = "a = " + std::string(30000, '[');
+        CHECK(contains(config_error_of([&] { apps::toml::parse(deep, "deep.toml"); }),
+                       "deep.toml:1:6: arrays of arrays are not supported"));
+        // Duplicate keys were found with a linear Document::find per key: 8,000 keys took 12 s under ASan.
+        std::string many;
+        for (int i = 0; i < 50000; ++i) many += "k" + std::to_string(i) + " = " + std::to_string(i) + "\n";
+        const apps::toml::Document doc = apps::toml::parse(many, "many.toml");
+        CHECK(doc.entries.size() == 50000);
+        CHECK(contains(config_error_of([&] { apps::toml::parse(many + "k77 = 1\n", "many.toml"); }),
+                       "many.toml:50001:1: the key 'k77' is defined twice"));
+        const std::string big(apps::toml::kMaxTomlBytes + 1, '#');
+        CHECK(contains(config_error_of([&] { apps::toml::parse(big, "big.toml"); }), "more than the 1048576 accepted"));
+        const std::string big_file = write_tmp("big.toml", big);
+        CHECK(contains(config_error_of([&] { apps::load_config(big_file); }), "more than 1048576 bytes"));
+        std::remove(big_file.c_str());
+        CHECK(contains(config_error_of([] { apps::toml::parse("a = \"x\x01y\"\n", "c.toml"); }),
+                       "control character \\x01 in a string"));
+        CHECK(contains(config_error_of([] { apps::toml::parse(std::string("a = 'x\0y'\n", 10), "c.toml"); }),
+                       "control character \\x00 in a string"));
+        CHECK(contains(config_error_of([] { apps::toml::parse(std::string("\0", 1), "c.toml"); }),
+                       "expected a key, found '\\x00'"));
+    }
+
+    TEST_CASE("config: the canonical text (config.resolved.toml) loads back to the same config") {
+        // fuzz_config, first input (an empty file): the defaults' canonical text had "data.global_scale = []" and
+        // "method.lambda_gg = nan" (the recipe's values), which the loader refused, and strings were not escaped.
+        for (const std::string& text :
+             {std::string(""), std::string(apps::builtin_demo_config()),
+              std::string("[run]\nname = \"q\\\"uote\\\\ \\t\\n\"\n[data]\nglobal_scale = [0.3, 1]\n"),
+              std::string("[method]\nlambda_gg = nan\n[optim]\nfinal_lr = -0.0\n[data]\nlocal_scale = []\n")}) {
+            const apps::PretrainConfig c = apps::parse_config(text, "in.toml");
+            const std::string canon = apps::canonical_text(c);
+            const apps::PretrainConfig back = apps::parse_config(canon, "in.toml");
+            CHECK_MESSAGE(apps::canonical_text(back) == canon, text);
+            CHECK(apps::config_hash(back) == apps::config_hash(c));
+        }
+        const apps::PretrainConfig q = apps::parse_config("[run]\nname = \"a\\\"b\"\n", "q.toml");
+        CHECK(contains(apps::canonical_text(q), "run.name = \"a\\\"b\"\n"));
+        CHECK(contains(apps::canonical_text(apps::parse_config("optim.final_lr = -0.0\n", "z.toml")),
+                       "optim.final_lr = 0\n"));
+        CHECK(contains(config_error_of([] { apps::parse_config("method.lambda_gg = 1.5\n", "l.toml"); }),
+                       "expects a number in [0, 1] or nan (the recipe's)"));
+        CHECK(contains(config_error_of([] { apps::parse_config("optim.base_lr = nan\n", "l.toml"); }), "got nan"));
+        // fuzz_config: `--set run.name=<bytes with \x13>` (a bare word) put a control character in a string, which
+        // the canonical text then could not carry back.
+        CHECK(contains(config_error_of([] { apps::parse_config("", "s.toml", {"run.name=a\x13" "b"}); }),
+                       "--set run.name: key 'run.name' expects a string without control characters"));
+        CHECK(apps::parse_config("", "s.toml", {"run.name=a b"}).name == "a b");
+    }
+
+    TEST_CASE("config: every accepted size gives a valid view recipe (the scaled blur sigma is capped)") {
+        // fuzz_config (10 s in CI): global_size 316 scaled the recipe's blur sigma 2 px (at 224) to 2.82 px, over the
+        // 8/3 px the blur kernel takes, so `pretrain` refused a config load_config had accepted.
+        const apps::PretrainConfig c = apps::parse_config(
+            "[data]\nglobal_size = 316\n", "f.toml", {"data.local_size=16", "run.name=a b", "optim.optimizer=sgd"});
+        const data::ViewRecipe r = apps::recipe_of(c);
+        CHECK(r.globals[0].size == 316);
+        CHECK(r.globals[0].blur_sigma_hi == doctest::Approx(kernels::kAugmentMaxBlurSigma));
+        CHECK(r.globals[0].blur_sigma_lo == doctest::Approx(0.1 * 316 / 224));
+        for (const char* size : {"data.global_size=4096", "data.local_size=4096", "data.global_size=1"})
+            CHECK_NOTHROW(apps::recipe_of(apps::parse_config("", "s.toml", {size})));
+        const data::ViewRecipe small = apps::recipe_of(apps::parse_config("", "s.toml", {"data.global_size=32"}));
+        CHECK(small.globals[0].blur_sigma_hi == doctest::Approx(2.0 * 32 / 224));
+    }
+
+    TEST_CASE("checkpoint: the position is strict non-negative integers, consistent, within the run's epochs") {
+        const std::string dir = tmp_path("ckpt");
+        REQUIRE(std::system(("mkdir -p '" + dir + "'").c_str()) == 0);
+        const apps::PretrainConfig cfg =
+            apps::parse_config(apps::builtin_demo_config(), "r.toml", {"optim.optimizer=adamw"});
+        TinyMethod m;
+        optim::AdamW opt(m.param_groups(1e-3, 0.04));
+        for (Tensor* p : m.student->parameters()) p->set_grad(full(p->shape(), 0.5));
+        opt.step();
+        const std::string path = apps::save_checkpoint(dir, m, opt, cfg, {7, 1, 2, 99}, 3);
+        const std::string good = dir + "/good.safetensors";
+        REQUIRE(std::system(("cp '" + path + "' '" + good + "'").c_str()) == 0);
+        auto load = [&](const std::string& p) {
+            TinyMethod fresh;
+            optim::AdamW o(fresh.param_groups(1e-3, 0.04));
+            return apps::load_checkpoint(p, fresh, &o, cfg);
+        };
+        const apps::TrainPosition pos = load(path);
+        CHECK((pos.iteration == 7 && pos.epoch == 1 && pos.step == 2 && pos.init_counter == 99));
+        // fuzz_checkpoint: "step" 22 of iteration 7 was accepted (and std::stoll let "-1", "1x" or an out-of-range
+        // number through or throw std::invalid_argument / std::out_of_range instead of an IoError).
+        const struct {
+            const char* key;
+            const char* value;
+            const char* message;
+        } bad[] = {{"step", "22", "inconsistent position: iteration 7, epoch 1, step 22"},
+                   {"iteration", "-1", "metadata 'iteration' is '-1', expected an integer in [0, 9223372036854775807]"},
+                   {"epoch", "1x", "metadata 'epoch' is '1x'"},
+                   {"epoch", "3", "metadata 'epoch' is '3', expected an integer in [0, 2]"},
+                   {"epoch", "", "metadata 'epoch' is ''"},
+                   {"init_counter", "18446744073709551616", "metadata 'init_counter' is '18446744073709551616'"},
+                   {"iteration", " 7", "metadata 'iteration' is ' 7'"}};
+        for (const auto& b : bad) {
+            REQUIRE(std::system(("cp '" + good + "' '" + path + "'").c_str()) == 0);
+            rewrite(path, b.key, b.value);
+            const std::string msg = error_of([&] { load(path); });
+            CHECK_MESSAGE(contains(msg, b.message), b.key, "=", b.value, " -> ", msg);
+        }
+        // A negative optimizer step count made AdamW's bias correction divide by zero or take sqrt of a negative.
+        REQUIRE(std::system(("cp '" + good + "' '" + path + "'").c_str()) == 0);
+        rewrite(path, "optim.group0.param0.step", "", from_vector(std::vector<int64_t>{-1}, Shape{}));
+        const std::string negative = error_of([&] { load(path); });
+        CHECK_MESSAGE(contains(negative, "group0.param0.step must be one integer >= 0"), negative);
+        CHECK(std::system(("rm -rf '" + dir + "'").c_str()) == 0);
+    }
+
+    TEST_CASE("pretrain: resuming from a checkpoint whose step does not fit the run's steps per epoch is refused") {
+        // Iteration 8 = epoch 0, step 8 passes load_checkpoint's own checks; with 6 steps per epoch the embedded
+        // path then sliced its permutation at [8·B, 9·B) past its end (a heap overflow under ASan).
+        const apps::EmbeddedData data = apps::generated_digits(16, 4, 7);
+        apps::PretrainOptions o;
+        o.config = apps::parse_config(apps::builtin_demo_config(), "tiny.toml",
+                                      {"run.batch_size=4", "data.global_size=16", "data.local_size=8",
+                                       "data.n_local=1", "data.max_train_samples=24", "method.dino_out_dim=16",
+                                       "method.dino_hidden_dim=16", "method.dino_bottleneck_dim=8",
+                                       "eval.knn_at_end=false", "model.backbone=mobilenet_v2", "model.width_mult=0.25",
+                                       "train.max_steps=1"});
+        o.out_dir = tmp_path("resume");
+        o.data = &data;
+        o.progress = 0;
+        const apps::PretrainResult first = apps::run_pretrain(o);
+        REQUIRE(first.iterations == 1);
+        rewrite(first.last_checkpoint, "iteration", "8");
+        rewrite(first.last_checkpoint, "step", "8");
+        o.resume = true;
+        o.config.max_steps = 10;
+        CHECK(contains(error_of([&] { apps::run_pretrain(o); }),
+                       "its position (iteration 8, epoch 0, step 8) does not fit this run's 6 steps per epoch"));
+        CHECK(std::system(("rm -rf '" + o.out_dir + "'").c_str()) == 0);
+    }
+
+    TEST_CASE("ImageFolder: an index cache unlike what save_cache writes for the tree is rebuilt, never used") {
+        const std::string root = tmp_path("cache_tree"), cache_dir = tmp_path("cache_dir");
+        REQUIRE(std::system(("mkdir -p '" + root + "/cat' '" + root + "/dog/sub'").c_str()) == 0);
+        for (const char* f : {"cache_tree/cat/a.jpg", "cache_tree/cat/b.png", "cache_tree/dog/c.JPEG",
+                              "cache_tree/dog/sub/d.jpg"})
+            write_tmp(f, "x");
+        const data::IndexOptions opts{cache_dir, true};
+        const data::Dataset built = data::Dataset::image_folder(root, opts);
+        REQUIRE(built.size() == 4);
+        const data::Dataset cached = data::Dataset::image_folder(root, opts);
+        CHECK(cached.loaded_from_cache());  // a genuine cache is still used
+        std::ifstream in(built.cache_path());
+        const std::string genuine((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const std::string head = genuine.substr(0, genuine.find("classes ")), body = genuine.substr(head.size());
+        std::vector<std::string> lines;  // magic, root, "dirs N", the root's stamp first, then the class folders'
+        std::istringstream is(head);
+        for (std::string l; std::getline(is, l);) lines.push_back(l);
+        REQUIRE(lines.size() == 7);
+        const std::string only_root_stamp = lines[0] + "\n" + lines[1] + "\ndirs 1\n" + lines[3] + "\n";
+        auto edit = [&](const std::string& from, const std::string& to) {
+            std::string b = body;
+            REQUIRE(b.find(from) != std::string::npos);
+            return head + b.replace(b.find(from), from.size(), to);
+        };
+        const std::string variants[] = {
+            edit("1 dog/sub/d.jpg", "1 do/d.jpg"),  // fuzz_index_cache: a sample outside its class folder
+            head + "classes 0\nsamples 0\n",         // no class, no sample: an empty data set
+            edit("cat\ndog\n", "dog\ncat\n"),        // classes not sorted
+            edit("0 cat/b.png", "0 cat/../../b.png"),
+            head + "classes 2\ncat\ndog\nsamples 1\n0 cat/a.jpg\n",  // a class without samples
+            genuine + "0 cat/extra.jpg\n",           // trailing lines
+            only_root_stamp + body};                 // class folders without mtimes: changes would go unseen
+        for (const std::string& v : variants) {
+            std::ofstream(built.cache_path(), std::ios::binary | std::ios::trunc) << v;
+            const data::Dataset again = data::Dataset::image_folder(root, opts);
+            CHECK_MESSAGE(!again.loaded_from_cache(), v);
+            CHECK(again.size() == 4);
+            CHECK(again.path(3) == root + "/dog/sub/d.jpg");
+        }
+        CHECK(std::system(("rm -rf '" + root + "' '" + cache_dir + "'").c_str()) == 0);
     }
 }

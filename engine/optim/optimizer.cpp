@@ -148,8 +148,8 @@ void Optimizer::load_state_dict(const nn::StateDict& state) {
             problems += "\n  undefined tensor for " + key;
             continue;
         }
-        if (is_step && (t.numel() != 1 || is_floating(t.dtype()))) {
-            problems += str("\n  ", key, " must be one integer, got ", t.str());
+        if (is_step && (t.numel() != 1 || is_floating(t.dtype()) || t.item() < 0)) {
+            problems += str("\n  ", key, " must be one integer >= 0, got ", t.str());
         } else if (!is_step && (!p.defined() || t.shape() != p.shape())) {
             problems += str("\n  shape mismatch for ", key, ": got ", shape_str(t.shape()), ", expected ",
                             p.defined() ? shape_str(p.shape()) : std::string("an undefined parameter"));
