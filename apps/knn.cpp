@@ -106,10 +106,12 @@ std::vector<Tensor> recalibrate_batch_norm(models::Backbone& backbone, const Ima
     NoGradGuard ng;
     const std::vector<nn::BatchNorm*> bns = batch_norms(backbone);
     std::vector<Tensor> saved;
+    if (bns.empty()) return saved;  // a ViT: nothing to re-estimate (and no train-mode forward, no drop path)
     std::vector<BatchNormArgs> args;
     for (nn::BatchNorm* bn : bns) {
         saved.push_back(bn->running_mean.clone());
         saved.push_back(bn->running_var.clone());
+        saved.push_back(bn->num_batches_tracked.clone());  // a host counter the train-mode forwards advance
         args.push_back(bn->args);
         bn->args.all_reduce = nullptr;
     }
@@ -133,11 +135,12 @@ std::vector<Tensor> recalibrate_batch_norm(models::Backbone& backbone, const Ima
 void restore_batch_norm(models::Backbone& backbone, const std::vector<Tensor>& saved) {
     NoGradGuard ng;
     const std::vector<nn::BatchNorm*> bns = batch_norms(backbone);
-    SSL_CHECK(saved.size() == 2 * bns.size(), "restore_batch_norm: ", saved.size(), " saved tensors for ",
+    SSL_CHECK(saved.size() == 3 * bns.size(), "restore_batch_norm: ", saved.size(), " saved tensors for ",
               bns.size(), " BatchNorms");
     for (size_t i = 0; i < bns.size(); ++i) {
-        ssl::assign_(bns[i]->running_mean, saved[2 * i]);
-        ssl::assign_(bns[i]->running_var, saved[2 * i + 1]);
+        ssl::assign_(bns[i]->running_mean, saved[3 * i]);
+        ssl::assign_(bns[i]->running_var, saved[3 * i + 1]);
+        bns[i]->num_batches_tracked.data<int64_t>()[0] = saved[3 * i + 2].data<int64_t>()[0];
     }
 }
 

@@ -266,6 +266,7 @@ TEST_SUITE("cpu") {
         restore_batch_norm(*b, saved);
         for (float v : bn->running_mean.to_vector<float>()) CHECK(v == 0.0f);
         for (float v : bn->running_var.to_vector<float>()) CHECK(v == 1.0f);
+        CHECK(bn->num_batches_tracked.data<int64_t>()[0] == 0);
         saved = recalibrate_batch_norm(*b, set, Device::cpu(), int(set.count() / 2));
         const std::vector<float> halves = bn->running_mean.to_vector<float>();
         double scale = 0;
