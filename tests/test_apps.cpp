@@ -28,9 +28,12 @@
 #include "engine/nn/layers.h"
 #include "engine/random.h"
 #include "models/backbone.h"
+#include "tests/files.h"
 
 using namespace sslight;
 using namespace sslight::apps;
+using sslight::test::contains;
+using sslight::test::temp_dir;
 
 namespace {
 
@@ -41,24 +44,8 @@ std::string error_of(const std::function<void()>& f) {
     return "(no error)";
 }
 
-bool contains(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
 
-struct TempDirs {  // every folder a test made, removed at exit
-    std::vector<std::string> dirs;
-    ~TempDirs() {
-        std::error_code ec;
-        for (const std::string& d : dirs) std::filesystem::remove_all(d, ec);
-    }
-} g_temp_dirs;
 
-std::string temp_dir(const std::string& tag) {
-    std::string t = "/tmp/sslight_test_apps_" + tag + "_XXXXXX";
-    REQUIRE(mkdtemp(t.data()) != nullptr);
-    g_temp_dirs.dirs.push_back(t);
-    return t;
-}
 
 // A tiny DINO run: MobileNetV2 x0.25 on 16/8-px crops of a generated 10-class set, 24 images, batch 4 (6 steps/epoch).
 PretrainConfig tiny_config(const std::vector<std::string>& extra = {}) {

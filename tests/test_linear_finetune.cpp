@@ -22,30 +22,17 @@
 #include "models/vit.h"
 #include "models/weights.h"
 #include "tests/compare.h"
+#include "tests/files.h"
 
 using namespace sslight;
 using namespace sslight::apps;
+using sslight::test::contains;
+using sslight::test::temp_dir;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
 
-struct TempDirs {  // every folder a test made, removed at exit
-    std::vector<std::string> dirs;
-    ~TempDirs() {
-        std::error_code ec;
-        for (const std::string& d : dirs) std::filesystem::remove_all(d, ec);
-    }
-} g_temp_dirs;
 
-std::string temp_dir(const std::string& tag) {
-    std::string t = "/tmp/sslight_test_linft_" + tag + "_XXXXXX";
-    REQUIRE(mkdtemp(t.data()) != nullptr);
-    g_temp_dirs.dirs.push_back(t);
-    return t;
-}
 
 // The embedded digits at 20 px (their native size), `train` + `val` images per class: the first ones of each class.
 EmbeddedData digits(int train, int val) {

@@ -23,29 +23,18 @@
 #include "engine/ops/softmax.h"
 #include "engine/profiler.h"
 #include "tests/compare.h"
+#include "tests/files.h"
 
 using namespace sslight;
 using namespace sslight::apps;
+using sslight::test::contains;
+using sslight::test::temp_dir;
 using sslight::test::error_of;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-struct TempDirs {  // every folder a test made, removed at exit
-    std::vector<std::string> dirs;
-    ~TempDirs() {
-        std::error_code ec;
-        for (const std::string& d : dirs) std::filesystem::remove_all(d, ec);
-    }
-} g_temp_dirs;
 
-std::string temp_dir(const std::string& tag) {
-    std::string t = (std::filesystem::temp_directory_path() / ("sslight_pp_" + tag + "_XXXXXX")).string();
-    REQUIRE(mkdtemp(t.data()) != nullptr);
-    g_temp_dirs.dirs.push_back(t);
-    return t;
-}
 
 std::string read_all(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
