@@ -1,14 +1,18 @@
 // File helpers shared by the app-level tests: temp_dir makes a fresh folder under the system's temporary directory
-// (removed when the test program exits), contains tests for a substring (messages, file contents).
+// (removed when the test program exits), contains tests for a substring (messages, file contents), write_jpeg_folder
+// makes a small ImageFolder of real JPEGs.
 #pragma once
 #include <stdlib.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include <doctest/doctest.h>
+#include <turbojpeg.h>
 
 namespace sslight::test {
 
@@ -28,6 +32,26 @@ inline std::string temp_dir(const std::string& tag) {
     REQUIRE(mkdtemp(t.data()) != nullptr);
     made.dirs.push_back(t);
     return t;
+}
+
+// root/c<i % 3>/<i>.jpg for i < images: textured JPEGs of odd sizes (37 + 5i x 29 + 3(i % 4)) over 3 classes.
+inline std::string write_jpeg_folder(const std::string& root, int images) {
+    for (int i = 0; i < images; ++i) {
+        const std::string cls = root + "/c" + std::to_string(i % 3);
+        std::filesystem::create_directories(cls);
+        const int w = 37 + 5 * i, h = 29 + 3 * (i % 4);
+        std::vector<uint8_t> px(size_t(w) * h * 3);
+        for (size_t j = 0; j < px.size(); ++j) px[j] = uint8_t(40 + (j * (7 + i)) % 190);
+        tjhandle tj = tjInitCompress();
+        unsigned char* buf = nullptr;
+        unsigned long size = 0;
+        REQUIRE(tjCompress2(tj, px.data(), w, 0, h, TJPF_RGB, &buf, &size, TJSAMP_420, 90, 0) == 0);
+        std::ofstream(cls + "/" + std::to_string(i) + ".jpg", std::ios::binary)
+            .write(reinterpret_cast<char*>(buf), long(size));
+        tjFree(buf);
+        tjDestroy(tj);
+    }
+    return root;
 }
 
 }  // namespace sslight::test

@@ -84,25 +84,7 @@ PretrainResult run_tiny(const PretrainConfig& c, const std::string& out, bool re
 }
 
 // root/<class>/i.jpg: 12 JPEGs of odd sizes over 3 classes.
-std::string jpeg_folder() {
-    const std::string root = temp_dir("folder");
-    for (int i = 0; i < 12; ++i) {
-        const std::string cls = root + "/c" + std::to_string(i % 3);
-        mkdir(cls.c_str(), 0755);
-        const int w = 37 + 5 * i, h = 29 + 3 * (i % 4);
-        std::vector<uint8_t> px(size_t(w) * h * 3);
-        for (size_t j = 0; j < px.size(); ++j) px[j] = uint8_t(40 + (j * (7 + i)) % 190);
-        tjhandle tj = tjInitCompress();
-        unsigned char* buf = nullptr;
-        unsigned long size = 0;
-        REQUIRE(tjCompress2(tj, px.data(), w, 0, h, TJPF_RGB, &buf, &size, TJSAMP_420, 90, 0) == 0);
-        std::ofstream(cls + "/" + std::to_string(i) + ".jpg", std::ios::binary)
-            .write(reinterpret_cast<char*>(buf), long(size));
-        tjFree(buf);
-        tjDestroy(tj);
-    }
-    return root;
-}
+std::string jpeg_folder() { return test::write_jpeg_folder(temp_dir("folder"), 12); }
 
 }  // namespace
 

@@ -28,6 +28,7 @@
 #include "engine/ops/reduce.h"
 #include "engine/random.h"
 #include "ssl/distributed.h"
+#include "tests/files.h"
 
 using namespace sslight;
 using namespace sslight::apps;
@@ -81,24 +82,7 @@ PretrainResult run_tiny(std::shared_ptr<dist::Communicator> comm, const std::str
 }
 
 // root/<class>/i.jpg: 24 JPEGs of odd sizes over 3 classes (textured, no flat regions).
-std::string jpeg_folder(const std::string& root) {
-    for (int i = 0; i < 24; ++i) {
-        const std::string cls = root + "/c" + std::to_string(i % 3);
-        std::filesystem::create_directories(cls);
-        const int w = 37 + 5 * i, h = 29 + 3 * (i % 4);
-        std::vector<uint8_t> px(size_t(w) * h * 3);
-        for (size_t j = 0; j < px.size(); ++j) px[j] = uint8_t(40 + (j * (7 + i)) % 190);
-        tjhandle tj = tjInitCompress();
-        unsigned char* buf = nullptr;
-        unsigned long size = 0;
-        REQUIRE(tjCompress2(tj, px.data(), w, 0, h, TJPF_RGB, &buf, &size, TJSAMP_420, 90, 0) == 0);
-        std::ofstream(cls + "/" + std::to_string(i) + ".jpg", std::ios::binary)
-            .write(reinterpret_cast<char*>(buf), long(size));
-        tjFree(buf);
-        tjDestroy(tj);
-    }
-    return root;
-}
+std::string jpeg_folder(const std::string& root) { return test::write_jpeg_folder(root, 24); }
 
 // The method of the run's config at its initial weights, or loaded from a checkpoint.
 std::shared_ptr<ssl::Method> initial_method(const PretrainConfig& c) {
