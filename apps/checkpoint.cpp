@@ -78,10 +78,12 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
 }
 
 std::string save_checkpoint(const std::string& dir, ssl::Method& method, optim::Optimizer& opt,
-                            const PretrainConfig& cfg, const TrainPosition& pos, int keep) {
+                            const PretrainConfig& cfg, const TrainPosition& pos, int keep, optim::Optimizer* probe_opt) {
     io::TensorMap tensors;
     for (auto& [k, t] : method.state_dict()) tensors["model." + k] = t;
     for (auto& [k, t] : opt.state_dict()) tensors["optim." + k] = t;
+    if (probe_opt)
+        for (auto& [k, t] : probe_opt->state_dict()) tensors["probe_optim." + k] = t;
     io::Metadata md;
     md["format"] = kFormat;
     md["config_hash"] = str(config_hash(cfg));
@@ -103,7 +105,7 @@ std::string save_checkpoint(const std::string& dir, ssl::Method& method, optim::
 }
 
 TrainPosition load_checkpoint(const std::string& path, ssl::Method& method, optim::Optimizer* opt,
-                              const PretrainConfig& cfg) {
+                              const PretrainConfig& cfg, optim::Optimizer* probe_opt) {
     io::Metadata md;
     io::TensorMap tensors = io::load_safetensors(path, &md);
     if (field(md, "format", path) != kFormat)
@@ -128,14 +130,17 @@ TrainPosition load_checkpoint(const std::string& path, ssl::Method& method, opti
     if (pos.epoch > pos.iteration || pos.step > pos.iteration || (pos.epoch == cfg.epochs && pos.step != 0))
         throw IoError(str(path, ": inconsistent position: iteration ", pos.iteration, ", epoch ", pos.epoch, ", step ",
                           pos.step, " (of ", cfg.epochs, " epochs)"));
-    nn::StateDict model, optim_state;
+    nn::StateDict model, optim_state, probe_state;
     for (auto& [k, t] : tensors) {
+        if (k.rfind("model.online_probe.", 0) == 0 && !method.online_probe) continue;
         if (k.rfind("model.", 0) == 0) model[k.substr(6)] = t;
         else if (k.rfind("optim.", 0) == 0) optim_state[k.substr(6)] = t;
+        else if (k.rfind("probe_optim.", 0) == 0) probe_state[k.substr(12)] = t;
         else throw IoError(str(path, ": unexpected tensor '", k, "'"));
     }
     method.load_state_dict(model, true);
     if (opt) opt->load_state_dict(optim_state);
+    if (probe_opt) probe_opt->load_state_dict(probe_state);
     return pos;
 }
 

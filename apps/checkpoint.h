@@ -22,14 +22,17 @@ struct TrainPosition {
 };
 
 // Writes <dir>/checkpoint_<iteration, 9 digits>.safetensors, then deletes all but the newest `keep`.
+// probe_opt: the online probe's optimizer (its state is saved as "probe_optim.*"), when the run has a probe.
 std::string save_checkpoint(const std::string& dir, ssl::Method& method, optim::Optimizer& opt,
-                            const PretrainConfig& cfg, const TrainPosition& pos, int keep);
+                            const PretrainConfig& cfg, const TrainPosition& pos, int keep,
+                            optim::Optimizer* probe_opt = nullptr);
 // The checkpoints in `dir`, oldest first (by iteration).
 std::vector<std::string> list_checkpoints(const std::string& dir);
 // Loads `path` into the method and (when given) the optimizer after checking that it belongs to this model,
-// method and config (ConfigError listing every difference otherwise).
+// method and config (ConfigError listing every difference otherwise). A method without an online probe ignores
+// the checkpoint's probe tensors (export).
 TrainPosition load_checkpoint(const std::string& path, ssl::Method& method, optim::Optimizer* opt,
-                              const PretrainConfig& cfg);
+                              const PretrainConfig& cfg, optim::Optimizer* probe_opt = nullptr);
 // The student backbone of a checkpoint written with `cfg`, saved with torchvision/timm names (models/weights.h).
 std::string export_backbone(const std::string& checkpoint, const PretrainConfig& cfg, const std::string& out);
 

@@ -97,6 +97,8 @@ std::vector<Field> fields(PretrainConfig& c) {
         F("eval.knn_k", Kind::i32, &c.knn_k, 1, 10000, {}, false),
         F("eval.knn_temperature", Kind::f64, &c.knn_temperature, 1e-6, 100, {}, false),
         F("eval.knn_at_end", Kind::boolean, &c.knn_at_end, 0, 0, {}, false),
+        F("eval.online_probe", Kind::boolean, &c.online_probe),  // hashed: the checkpoint holds the probe
+        F("eval.online_probe_lr", Kind::f64, &c.online_probe_lr, 0, 100, {}, false),
     };
 }
 

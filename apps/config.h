@@ -43,6 +43,9 @@ struct PretrainConfig {
     int knn_k = 20;
     double knn_temperature = 0.07;
     bool knn_at_end = true;
+    // the online linear probe (ssl/online_probe.h): trained on detached features, needs labelled data
+    bool online_probe = false;
+    double online_probe_lr = 0.1;  // SGD momentum 0.9, constant, no weight decay
 };
 
 // Parses and validates a config file, then applies `sets` ("key=value", in order). Throws ConfigError.

@@ -3,7 +3,6 @@
 // resumed run rebuilds exactly the batches an uninterrupted one would have seen.
 #include "apps/pretrain.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 
 #include "apps/checkpoint.h"
 #include "apps/plot.h"
+#include "apps/supervised.h"
 #include "data/augment_params.h"
 #include "data/crop.h"
 #include "data/dataset.h"
@@ -26,16 +26,17 @@
 #include "engine/autograd.h"
 #include "engine/check.h"
 #include "engine/device.h"
-#include "engine/io/json.h"
 #include "engine/nn/layers.h"
 #include "engine/optim/clip.h"
 #include "engine/optim/schedule.h"
+#include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "engine/ops/shape_ops.h"
 #include "engine/profiler.h"
 #include "models/weights.h"
 #include "ssl/dino.h"
 #include "ssl/distributed.h"
+#include "ssl/online_probe.h"
 
 namespace sslight::apps {
 namespace {
@@ -46,45 +47,6 @@ extern "C" void on_stop_signal(int) {
 }
 
 using Clock = std::chrono::steady_clock;
-
-void make_dirs(const std::string& path) {
-    std::string cur;
-    std::istringstream is(path);
-    if (!path.empty() && path[0] == '/') cur = "/";
-    for (std::string part; std::getline(is, part, '/');) {
-        if (part.empty()) continue;
-        cur += part + "/";
-        mkdir(cur.c_str(), 0755);
-    }
-    struct stat st {};
-    if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw IoError(str(path, ": cannot create the folder"));
-}
-
-std::string num(double v) {
-    if (!std::isfinite(v)) return "null";
-    std::ostringstream os;
-    os.precision(9);
-    os << v;
-    return os.str();
-}
-
-// One JSONL record: keys in order, numbers.
-class MetricsLog {
-public:
-    explicit MetricsLog(const std::string& path, bool append) : f_(path, append ? std::ios::app : std::ios::trunc) {
-        if (!f_) throw IoError(str(path, ": cannot open for writing"));
-    }
-    void write(const std::string& type, const std::vector<std::pair<std::string, double>>& fields) {
-        json::Value v = json::Value::make_object();
-        v.set("type", json::Value::make_string(type));
-        for (const auto& [k, x] : fields) v.set(k, std::isfinite(x) ? json::Value::make_number(num(x)) : json::Value());
-        f_ << v.dump() << "\n";
-        f_.flush();
-    }
-
-private:
-    std::ofstream f_;
-};
 
 Device resolve_device(const std::string& d) {
     if (d == "auto") return runtime::default_device();
@@ -111,12 +73,14 @@ struct Run {
     Device device;
     std::shared_ptr<ssl::Method> method;
     std::unique_ptr<optim::Optimizer> opt;
+    std::unique_ptr<optim::Optimizer> probe_opt;  // the online probe's (eval.online_probe with labelled data)
+    double probe_top1 = std::nan("");             // the probe's top-1 on this step's global views, all ranks
     std::vector<bool> decays;  // per group: takes the weight-decay schedule
     Schedules sched;
     int64_t ipe = 0, total_iters = 0;
     TrainPosition pos;
     std::string out;
-    std::unique_ptr<MetricsLog> metrics;
+    std::unique_ptr<MetricsFile> metrics;
     bool live = false;
     // ImageFolder runs: the threaded loader and the (epoch, step) of the batch it delivers next.
     std::unique_ptr<data::Dataset> folder;
@@ -160,15 +124,17 @@ void setup(Run& r) {
                     " training images");
     }
     r.total_iters = r.ipe * r.cfg.epochs;
-    TrainingSetup ts = make_training_setup(r.cfg, r.device, r.ipe);
+    const int64_t classes = r.folder ? r.folder->num_classes() : r.data->num_classes;
+    TrainingSetup ts = make_training_setup(r.cfg, r.device, r.ipe, classes);
     r.method = ts.method, r.opt = std::move(ts.opt), r.decays = std::move(ts.decays);
+    r.probe_opt = std::move(ts.probe_opt);
     r.sched.lr = std::move(ts.lr), r.sched.wd = std::move(ts.wd);
     r.dp = std::make_unique<ssl::DataParallelTrainer>(*r.method, comm, r.cfg.batch_size);
     if (comm->world() > 1)
         r.log(str("data parallel: ", comm->world(), " ranks (", comm->backend_name(), "), ", r.dp->local_batch(),
                   " of the batch of ", r.cfg.batch_size, " per rank, rank 0 on ", r.device.str()));
     r.out = r.o.out_dir.empty() ? "runs/" + r.cfg.name : r.o.out_dir;
-    if (r.root()) make_dirs(r.out);
+    if (r.root()) make_output_dir(r.out);
 }
 
 void maybe_resume(Run& r) {
@@ -178,7 +144,7 @@ void maybe_resume(Run& r) {
         r.pos.init_counter = nn::init_generator().counter();
         return;
     }
-    r.pos = load_checkpoint(cps.back(), *r.method, r.opt.get(), r.cfg);
+    r.pos = load_checkpoint(cps.back(), *r.method, r.opt.get(), r.cfg, r.probe_opt.get());
     if (r.pos.step >= r.ipe || r.pos.iteration != r.pos.epoch * r.ipe + r.pos.step)
         throw IoError(str(cps.back(), ": its position (iteration ", r.pos.iteration, ", epoch ", r.pos.epoch, ", step ",
                           r.pos.step, ") does not fit this run's ", r.ipe, " steps per epoch"));
@@ -190,7 +156,7 @@ void maybe_resume(Run& r) {
 std::string checkpoint(Run& r) {
     r.pos.init_counter = nn::init_generator().counter();
     if (!r.root()) return "";
-    return save_checkpoint(r.out, *r.method, *r.opt, r.cfg, r.pos, r.cfg.checkpoint_keep);
+    return save_checkpoint(r.out, *r.method, *r.opt, r.cfg, r.pos, r.cfg.checkpoint_keep, r.probe_opt.get());
 }
 
 void set_schedule(Run& r, int64_t it) {
@@ -213,7 +179,9 @@ void progress(Run& r, int64_t done_here, double secs, double loss, bool force) {
     line << "epoch " << r.pos.epoch + (r.pos.step == 0 && it > 0 ? 0 : 1) << "/" << r.cfg.epochs << "  step " << it
          << "/" << r.total_iters << "  " << std::fixed << std::setprecision(1) << sps << " samples/s  loss "
          << std::setprecision(4) << loss << "  lr " << std::scientific << std::setprecision(3)
-         << r.sched.lr[static_cast<size_t>(std::min(it, r.total_iters) - 1)] << "  ETA " << fmt_time(eta);
+         << r.sched.lr[static_cast<size_t>(std::min(it, r.total_iters) - 1)];
+    if (r.probe_opt) line << "  probe " << std::fixed << std::setprecision(1) << 100 * r.probe_top1 << "%";
+    line << "  ETA " << fmt_time(eta);
     if (r.live)
         *r.o.log << "\r" << line.str() << "\033[K" << std::flush;
     else
@@ -262,10 +230,12 @@ ssl::MethodConfig method_config_of(const PretrainConfig& c) {
     return m;
 }
 
-TrainingSetup make_training_setup(const PretrainConfig& c, Device device, int64_t iters_per_epoch) {
+TrainingSetup make_training_setup(const PretrainConfig& c, Device device, int64_t iters_per_epoch,
+                                  int64_t probe_classes) {
     TrainingSetup s;
     nn::init_generator() = Generator(c.seed);
     s.method = ssl::make_method(method_config_of(c));
+    if (c.online_probe && probe_classes > 0) s.method->enable_online_probe(probe_classes);
     s.method->to(device);
     s.method->train();
     const double peak = optim::linear_scaled_lr(c.base_lr, c.batch_size);
@@ -274,6 +244,10 @@ TrainingSetup make_training_setup(const PretrainConfig& c, Device device, int64_
     std::vector<optim::ParamGroup> groups = s.method->param_groups(s.lr[0], c.weight_decay);
     for (const auto& g : groups) s.decays.push_back(g.weight_decay > 0);
     s.opt = make_optimizer(c.optimizer, std::move(groups));
+    if (s.method->online_probe) {
+        optim::ParamGroup g{s.method->online_probe->parameters(), c.online_probe_lr, 0.0, false, "online_probe"};
+        s.probe_opt = std::make_unique<optim::SGD>(std::vector<optim::ParamGroup>{std::move(g)}, 0.9);
+    }
     return s;
 }
 
@@ -317,7 +291,7 @@ ssl::Views embedded_views(const ImageSet& set, const data::ViewRecipe& r, const 
 namespace {
 
 // The views of the batch at r.pos from the threaded loader (re-positioned after a resume by skipping batches).
-ssl::Views loader_views(Run& r) {
+ssl::Views loader_views(Run& r, Tensor& labels) {
     data::MultiCropBatch b;
     if (r.loader_epoch != r.pos.epoch || r.loader_step != r.pos.step) {
         r.loader->start_epoch(r.pos.epoch);
@@ -326,6 +300,7 @@ ssl::Views loader_views(Run& r) {
     }
     SSL_CHECK(r.loader->next(b), "pretrain: the loader ended epoch ", r.pos.epoch, " early at step ", r.pos.step);
     ++r.loader_step;
+    labels = b.labels;
     ssl::Views v;
     v.batch = b.batch_size();
     v.n_global = static_cast<int>(r.recipe.globals.size());
@@ -356,8 +331,9 @@ void check_gradients(Run& r, double loss) {
 double train_step(Run& r, const data::Sampler& sampler, std::vector<int64_t>& perm, int64_t& perm_epoch) {
     profiler::phase("data");
     ssl::Views views;
+    Tensor labels;  // i64 [B], for the online probe
     if (r.loader) {
-        views = loader_views(r);
+        views = loader_views(r, labels);
     } else {
         if (perm_epoch != r.pos.epoch) perm = sampler.epoch_indices(r.pos.epoch), perm_epoch = r.pos.epoch;
         const int64_t B = r.dp->local_batch();
@@ -368,6 +344,9 @@ double train_step(Run& r, const data::Sampler& sampler, std::vector<int64_t>& pe
         const int64_t n = r.cfg.max_train_samples > 0 ? std::min(N, r.cfg.max_train_samples) : N;
         for (int64_t& i : idx) i = i * N / n;
         views = embedded_views(r.data->train, r.recipe, idx, r.cfg.seed, r.pos.epoch, r.device);
+        std::vector<int64_t> y;
+        for (int64_t i : idx) y.push_back(r.data->train.labels[size_t(i)]);
+        labels = from_vector(y, {int64_t(y.size())});
     }
     ssl::StepContext ctx;
     ctx.iteration = r.pos.iteration, ctx.epoch = r.pos.epoch, ctx.iters_per_epoch = r.ipe;
@@ -381,6 +360,11 @@ double train_step(Run& r, const data::Sampler& sampler, std::vector<int64_t>& pe
         throw Error(str("pretrain: the loss is ", lv, " at iteration ", r.pos.iteration, " (epoch ", r.pos.epoch,
                         ", step ", r.pos.step, "); stopping. The last good checkpoint is ",
                         cps.empty() ? std::string("(none)") : cps.back()));
+    }
+    if (r.probe_opt) {  // its loss joins the backward; its gradients stop at the detached features
+        const ssl::OnlineProbe::Step ps = r.method->online_probe->forward_loss(r.method->probe_features, labels);
+        r.probe_top1 = r.dp->global_loss(double(ps.correct) / double(ps.rows));
+        loss = add(loss, ps.loss);
     }
     profiler::phase("backward");
     loss.backward();
@@ -397,6 +381,7 @@ double train_step(Run& r, const data::Sampler& sampler, std::vector<int64_t>& pe
     r.method->before_optimizer_step(ctx);
     r.opt->step();
     r.opt->zero_grad();
+    if (r.probe_opt) r.probe_opt->step(), r.probe_opt->zero_grad();
     r.method->after_optimizer_step(ctx);
     ++r.pos.iteration;
     if (++r.pos.step == r.ipe) r.pos.step = 0, ++r.pos.epoch;
@@ -410,7 +395,7 @@ bool train(Run& r, PretrainResult& res) {
     const data::Sampler sampler(n, r.dp->rank(), r.dp->world(), r.cfg.seed, true);
     std::vector<int64_t> perm;
     int64_t perm_epoch = -1, done_here = 0;
-    double epoch_loss = 0;
+    double epoch_loss = 0, epoch_probe = 0;
     int64_t epoch_steps = 0;
     const auto t0 = Clock::now();
     const int64_t stop_at = r.cfg.max_steps > 0 ? std::min(r.cfg.max_steps, r.total_iters) : r.total_iters;
@@ -422,23 +407,29 @@ bool train(Run& r, PretrainResult& res) {
         ++done_here, ++epoch_steps, epoch_loss += loss;
         res.last_loss = loss;
         const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-        if (r.metrics && r.pos.iteration % r.cfg.log_every == 0)
-            r.metrics->write("step", {{"iteration", double(r.pos.iteration)},
-                                      {"epoch", double(r.pos.epoch)},
-                                      {"loss", loss},
-                                      {"lr", r.sched.lr[size_t(r.pos.iteration - 1)]},
-                                      {"weight_decay", r.sched.wd[size_t(r.pos.iteration - 1)]},
-                                      {"samples_per_s", done_here * r.cfg.batch_size / secs},
-                                      {"elapsed_s", secs}});
+        if (r.probe_opt) epoch_probe += r.probe_top1;
+        if (r.metrics && r.pos.iteration % r.cfg.log_every == 0) {
+            std::vector<std::pair<std::string, double>> f = {{"iteration", double(r.pos.iteration)},
+                                                             {"epoch", double(r.pos.epoch)},
+                                                             {"loss", loss},
+                                                             {"lr", r.sched.lr[size_t(r.pos.iteration - 1)]},
+                                                             {"weight_decay", r.sched.wd[size_t(r.pos.iteration - 1)]},
+                                                             {"samples_per_s", done_here * r.cfg.batch_size / secs},
+                                                             {"elapsed_s", secs}};
+            if (r.probe_opt) f.push_back({"probe_top1", r.probe_top1});
+            r.metrics->write("step", f);
+        }
         progress(r, done_here, secs, loss, false);
         const bool epoch_end = r.pos.step == 0;
         if (epoch_end && r.metrics) {
-            r.metrics->write("epoch", {{"epoch", double(r.pos.epoch - 1)},
-                                       {"iteration", double(r.pos.iteration)},
-                                       {"loss_mean", epoch_loss / epoch_steps},
-                                       {"elapsed_s", secs}});
-            epoch_loss = 0, epoch_steps = 0;
+            std::vector<std::pair<std::string, double>> f = {{"epoch", double(r.pos.epoch - 1)},
+                                                             {"iteration", double(r.pos.iteration)},
+                                                             {"loss_mean", epoch_loss / epoch_steps},
+                                                             {"elapsed_s", secs}};
+            if (r.probe_opt) f.push_back({"probe_top1_mean", epoch_probe / epoch_steps});
+            r.metrics->write("epoch", f);
         }
+        if (epoch_end) epoch_loss = 0, epoch_probe = 0, epoch_steps = 0;
         if (epoch_end || (r.cfg.checkpoint_every > 0 && r.pos.iteration % r.cfg.checkpoint_every == 0) ||
             r.pos.iteration == stop_at)
             res.last_checkpoint = checkpoint(r);
@@ -497,6 +488,19 @@ void final_knn(Run& r, PretrainResult& res) {
     res.knn_trained_pbn = knn_precise_bn(r, dino ? *dino->teacher->backbone : r.method->student_backbone());
     res.knn_random_pbn = knn_precise_bn(r, fresh->student_backbone());
     res.knn_done = true;
+    if (r.method->online_probe) {  // the probe on the student's eval-mode features of the clean val images
+        ssl::OnlineProbe& probe = *r.method->online_probe;
+        const Tensor va = features_of(r, r.method->student_backbone(), r.data->val);
+        probe.eval();
+        Tensor logits;
+        {
+            NoGradGuard guard;
+            logits = probe.forward(va.to(r.device));
+        }
+        probe.train();
+        const Tensor y = from_vector(r.data->val.labels, {r.data->val.count()});
+        res.probe_val_top1 = double(ssl::count_top1(logits, y)) / double(r.data->val.count());
+    }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     std::vector<std::pair<std::string, double>> fields = {{"iteration", double(r.pos.iteration)},
                                                           {"k", double(r.cfg.knn_k)},
@@ -509,6 +513,7 @@ void final_knn(Run& r, PretrainResult& res) {
                                  {"precise_bn_top1", res.knn_trained_pbn.top1},
                                  {"random_init_precise_bn_top1", res.knn_random_pbn.top1},
                                  {"elapsed_s", secs}});
+    if (r.method->online_probe) fields.push_back({"probe_val_top1", res.probe_val_top1});
     if (r.metrics) r.metrics->write("knn", fields);
     std::ostringstream os;
     os << "kNN (k " << r.cfg.knn_k << ", T " << r.cfg.knn_temperature << std::fixed << std::setprecision(1) << ", "
@@ -520,6 +525,9 @@ void final_knn(Run& r, PretrainResult& res) {
        << "kNN with BatchNorm statistics re-estimated on the train images (precise BN, the weights alone): trained "
        << (dino ? "teacher " : "") << "top-1 " << 100 * res.knn_trained_pbn.top1 << "%  |  random init top-1 "
        << 100 * res.knn_random_pbn.top1 << "%";
+    if (r.method->online_probe)
+        os << "\nonline linear probe (trained on the augmented views, student backbone): val top-1 "
+           << 100 * res.probe_val_top1 << "%";
     r.log(os.str());
 }
 
@@ -534,7 +542,7 @@ PretrainResult run_pretrain(const PretrainOptions& options) {
     r.dp->check_agree(r.pos.iteration, "the resumed iteration");
     r.dp->broadcast_state();
     if (r.root()) {
-        r.metrics = std::make_unique<MetricsLog>(r.out + "/metrics.jsonl", options.resume);
+        r.metrics = std::make_unique<MetricsFile>(r.out + "/metrics.jsonl", options.resume);
         std::ofstream cf(r.out + "/config.resolved.toml");
         cf << canonical_text(r.cfg);
     }

@@ -6,6 +6,7 @@
 // --profile (engine/profiler.h), and at the end weighted kNN of the trained backbone vs the same backbone at random
 // init (embedded data) and the plot (apps/plot.h).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
@@ -45,6 +46,7 @@ struct PretrainResult {
     bool knn_done = false;
     KnnResult knn_trained, knn_random;
     KnnResult knn_trained_pbn, knn_random_pbn;  // both with BN statistics re-estimated on the train images
+    double probe_val_top1 = std::nan("");       // the online probe on the val images (eval.online_probe)
     std::string out_dir, last_checkpoint;
     double seconds = 0;
 };
@@ -60,13 +62,17 @@ ssl::MethodConfig method_config_of(const PretrainConfig& c);
 // What a run trains with, built from a config as pretrain builds it (sslight bench reuses it): the method seeded with
 // run.seed, on `device`, in train mode; the config's optimizer over the method's SPEC §5 param groups; per iteration
 // the lr (linearly scaled peak, warm-up, cosine) and weight decay (cosine) for iters_per_epoch steps per epoch.
+// With probe_classes > 0 and eval.online_probe, the method gets its online probe and probe_opt (SGD, momentum 0.9,
+// eval.online_probe_lr, no weight decay) over the probe's parameters.
 struct TrainingSetup {
     std::shared_ptr<ssl::Method> method;
     std::unique_ptr<optim::Optimizer> opt;
+    std::unique_ptr<optim::Optimizer> probe_opt;  // null without a probe
     std::vector<double> lr, wd;  // per iteration
     std::vector<bool> decays;    // per param group: follows the weight-decay schedule
 };
-TrainingSetup make_training_setup(const PretrainConfig& c, Device device, int64_t iters_per_epoch);
+TrainingSetup make_training_setup(const PretrainConfig& c, Device device, int64_t iters_per_epoch,
+                                  int64_t probe_classes = 0);
 // Sets every group's lr and, where decays[g], its weight decay: one iteration of the schedules.
 void apply_schedule(optim::Optimizer& opt, const std::vector<bool>& decays, double lr, double weight_decay);
 

@@ -337,7 +337,8 @@ void make_output_dir(const std::string& path) {
 
 // ---- metrics and the epoch loop -------------------------------------------------------------------------------
 
-MetricsFile::MetricsFile(const std::string& path) : f_(path, std::ios::trunc) {
+MetricsFile::MetricsFile(const std::string& path, bool append)
+    : f_(path, append ? std::ios::app : std::ios::trunc) {
     if (!f_) throw IoError(str(path, ": cannot open for writing"));
 }
 

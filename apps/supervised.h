@@ -129,9 +129,10 @@ Device resolve_eval_device(const std::string& device);  // "auto" -> the default
 void make_output_dir(const std::string& path);           // mkdir -p; IoError when it cannot be made
 
 // metrics.jsonl: one JSON object per line, "type" first, then the fields in order (non-finite numbers as null).
+// append: keep what the file holds (a resumed pretrain run); else start it empty.
 class MetricsFile {
 public:
-    explicit MetricsFile(const std::string& path);
+    explicit MetricsFile(const std::string& path, bool append = false);
     void write(const std::string& type, const std::vector<std::pair<std::string, double>>& fields);
 
 private:

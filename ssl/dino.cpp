@@ -62,6 +62,7 @@ Tensor Dino::forward_loss(const Views& v, const StepContext& ctx) {
     check_views("DINO", v);
     const auto [lgg, lgl] = method_loss_weights(config_, v.n_local);
     Tensor s = student->forward_groups(v.groups);
+    probe_features = student->last_features;
     Tensor t;
     {
         NoGradGuard guard;

@@ -84,6 +84,7 @@ Tensor BackboneWithHead::forward_groups(const std::vector<Tensor>& groups) {
     for (const Tensor& g : groups)
         if (g.defined() && g.numel() > 0) feats.push_back(backbone->forward_features(g));
     SSL_CHECK(!feats.empty(), "BackboneWithHead: no views");
+    last_features = feats[0].detach();
     return head->forward(feats.size() == 1 ? feats[0] : concat(feats, 0));
 }
 

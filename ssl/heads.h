@@ -47,6 +47,7 @@ public:
     Tensor forward(const Tensor& x) override { return forward_groups({x}); }
     std::shared_ptr<models::Backbone> backbone;
     std::shared_ptr<nn::Module> head;
+    Tensor last_features;  // the first group's pooled backbone features of the last call, detached
 };
 
 // In-place copy into a leaf (parameter or buffer) under no-grad: dst ← src (same shape, dtype, device).

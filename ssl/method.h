@@ -17,6 +17,8 @@
 
 namespace sslight::ssl {
 
+class OnlineProbe;
+
 // Resolution groups, view-major rows: groups[0] = the global crops [n_global·B, S, S, 3] (g1 rows, then g2),
 // groups[1] = the locals [n_local·B, s, s, 3] (absent or empty when n_local = 0).
 struct Views {
@@ -84,6 +86,14 @@ public:
     // SPEC.md §5 groups (optim::ssl_param_groups) over the trainable (student) parameters only.
     virtual std::vector<optim::ParamGroup> param_groups(double lr, double weight_decay) = 0;
     virtual models::Backbone& student_backbone() = 0;
+
+    // The optional online linear probe (ssl/online_probe.h), registered as the child "online_probe": call before
+    // the method is moved to its device and before data parallel and the optimizer are built. forward_loss leaves
+    // the detached pooled student-backbone features of the global views it ran in probe_features ([n·B, D],
+    // view-major: DINO and SwAV both globals, MoCo the query view g2).
+    void enable_online_probe(int64_t classes);
+    std::shared_ptr<OnlineProbe> online_probe;
+    Tensor probe_features;
 
     DistHooks dist;
 };

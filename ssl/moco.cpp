@@ -50,7 +50,9 @@ Tensor MocoV2::forward_loss(const Views& v, const StepContext&) {
         k = encode_key(v.groups[0].slice(0, B)).detach();
     }
     const Tensor queue_c = queue.to(k.dtype()).detach();
-    Tensor loss = mul(infonce_loss(encode_query(v.groups[0].slice(B, 2 * B)), k, queue_c, config_.moco_temp), lgg);
+    const Tensor q2 = encode_query(v.groups[0].slice(B, 2 * B));
+    probe_features = encoder_q->last_features;
+    Tensor loss = mul(infonce_loss(q2, k, queue_c, config_.moco_temp), lgg);
     if (v.n_local > 0) {
         Tensor ql = encode_query(v.groups[1]);
         const Tensor keys = concat(std::vector<Tensor>(size_t(v.n_local), k), 0);

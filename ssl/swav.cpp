@@ -45,6 +45,7 @@ Tensor Swav::forward_loss(const Views& v, const StepContext& ctx) {
     }
     std::vector<Tensor> feats{backbone->forward_features(v.groups[0])};
     if (v.n_local > 0) feats.push_back(backbone->forward_features(v.groups[1]));
+    probe_features = feats[0].detach();
     Tensor emb = l2_normalize(projection_head->forward(feats.size() == 1 ? feats[0] : concat(feats, 0)));
     Tensor scores = prototypes->forward(emb);
     std::vector<Tensor> codes;
@@ -79,7 +80,7 @@ void Swav::before_optimizer_step(const StepContext& ctx) {
 void Swav::after_optimizer_step(const StepContext&) { normalize_prototypes(); }
 
 std::vector<optim::ParamGroup> Swav::param_groups(double lr, double weight_decay) {
-    return optim::ssl_param_groups(*this, lr, weight_decay);
+    return optim::ssl_param_groups(*this, lr, weight_decay, "online_probe.");
 }
 
 }  // namespace sslight::ssl

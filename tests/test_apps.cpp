@@ -29,11 +29,11 @@
 #include "engine/random.h"
 #include "models/backbone.h"
 #include "tests/files.h"
+#include "tests/tiny_run.h"
 
 using namespace sslight;
 using namespace sslight::apps;
-using sslight::test::contains;
-using sslight::test::temp_dir;
+using namespace sslight::test;
 
 namespace {
 
@@ -46,42 +46,6 @@ std::string error_of(const std::function<void()>& f) {
 
 
 
-
-// A tiny DINO run: MobileNetV2 x0.25 on 16/8-px crops of a generated 10-class set, 24 images, batch 4 (6 steps/epoch).
-PretrainConfig tiny_config(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> sets = {"run.epochs=2",
-                                     "run.batch_size=4",
-                                     "run.log_every=2",
-                                     "data.global_size=16",
-                                     "data.local_size=8",
-                                     "data.n_local=2",
-                                     "data.max_train_samples=24",
-                                     "method.dino_out_dim=16",
-                                     "method.dino_hidden_dim=16",
-                                     "method.dino_bottleneck_dim=8",
-                                     "optim.warmup_epochs=1",
-                                     "eval.knn_at_end=false",
-                                     "checkpoint.keep=2",
-                                     "model.backbone=mobilenet_v2",
-                                     "model.width_mult=0.25"};
-    sets.insert(sets.end(), extra.begin(), extra.end());
-    return parse_config(builtin_demo_config(), "tiny.toml", sets);
-}
-
-const EmbeddedData& tiny_data() {
-    static const EmbeddedData d = generated_digits(16, 4, 7);
-    return d;
-}
-
-PretrainResult run_tiny(const PretrainConfig& c, const std::string& out, bool resume) {
-    PretrainOptions o;
-    o.config = c;
-    o.out_dir = out;
-    o.resume = resume;
-    o.data = &tiny_data();
-    o.progress = 0;
-    return run_pretrain(o);
-}
 
 // root/<class>/i.jpg: 12 JPEGs of odd sizes over 3 classes.
 std::string jpeg_folder() { return test::write_jpeg_folder(temp_dir("folder"), 12); }

@@ -181,11 +181,12 @@ void Optimizer::load_state_dict(const nn::StateDict& state) {
     }
 }
 
-std::vector<ParamGroup> ssl_param_groups(nn::Module& m, double lr, double weight_decay) {
+std::vector<ParamGroup> ssl_param_groups(nn::Module& m, double lr, double weight_decay, const std::string& skip_prefix) {
     ParamGroup regularized{{}, lr, weight_decay, true, "regularized"};
     ParamGroup depthwise{{}, lr, 0.0, true, "depthwise"};
     ParamGroup no_decay{{}, lr, 0.0, false, "no_decay"};
     for (auto& [name, t] : m.named_parameters(true)) {
+        if (!skip_prefix.empty() && name.compare(0, skip_prefix.size(), skip_prefix) == 0) continue;
         const bool bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
         if (t->dim() <= 1 || bias)
             no_decay.params.push_back(t);

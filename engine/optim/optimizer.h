@@ -132,7 +132,8 @@ private:
 //   "regularized": weight_decay, LARS-adapted (conv and linear weights)
 //   "depthwise":   weight_decay 0, LARS-adapted (4-D weights [C, k, k, 1], depthwise in the OHWI layout)
 //   "no_decay":    weight_decay 0, not adapted (1-D parameters and names ending in ".bias": biases, norms)
-// Every group gets learning rate `lr`.
-std::vector<ParamGroup> ssl_param_groups(nn::Module& m, double lr, double weight_decay);
+// Every group gets learning rate `lr`. Parameters whose name starts with skip_prefix (when not empty) are left out.
+std::vector<ParamGroup> ssl_param_groups(nn::Module& m, double lr, double weight_decay,
+                                         const std::string& skip_prefix = "");
 
 }  // namespace sslight::optim
