@@ -53,7 +53,7 @@ void add_record(const json::Value& v, std::map<int64_t, StepPoint>& steps, std::
     const std::string& t = type->as_string("type");
     if (t == "step") {
         const int64_t it = iteration_field(v);
-        steps[it] = StepPoint{it, number_field(v, "loss"), number_field(v, "lr")};
+        steps[it] = StepPoint{it, number_field(v, "loss"), number_field(v, "lr"), number_field(v, "probe_top1")};
     } else if (t == "epoch") {
         const int64_t it = iteration_field(v);
         epochs[it] = EpochPoint{it, number_field(v, "loss_mean")};
@@ -61,8 +61,12 @@ void add_record(const json::Value& v, std::map<int64_t, StepPoint>& steps, std::
         if (std::isfinite(top1)) val[it] = KnnPoint{it, top1, number_field(v, "top5"), NAN, NAN};
     } else if (t == "knn") {
         const int64_t it = iteration_field(v);
-        knn[it] = KnnPoint{it, number_field(v, "top1"), number_field(v, "top5"), number_field(v, "random_init_top1"),
-                           number_field(v, "random_init_top5")};
+        knn[it] = KnnPoint{it,
+                           number_field(v, "top1"),
+                           number_field(v, "top5"),
+                           number_field(v, "random_init_top1"),
+                           number_field(v, "random_init_top5"),
+                           number_field(v, "probe_val_top1")};
     }
 }
 
@@ -180,13 +184,21 @@ bool any_finite(const std::vector<std::vector<double>>& rows, size_t col) {
     return std::any_of(rows.begin(), rows.end(), [&](const auto& r) { return std::isfinite(r[col]); });
 }
 
+// Columns: steps (iteration, loss, lr, probe top-1 %), epochs (iteration, loss mean), knn (iteration, top-1,
+// top-5, random top-1, random top-5, probe val top-1; %).
+void table_rows(const Metrics& m, std::vector<std::vector<double>>& steps, std::vector<std::vector<double>>& epochs,
+                std::vector<std::vector<double>>& knn) {
+    for (const StepPoint& p : m.steps) steps.push_back({double(p.iteration), p.loss, p.lr, 100 * p.probe_top1});
+    for (const EpochPoint& p : m.epochs) epochs.push_back({double(p.iteration), p.loss_mean});
+    for (const KnnPoint& p : m.knn)
+        knn.push_back({double(p.iteration), 100 * p.top1, 100 * p.top5, 100 * p.random_top1, 100 * p.random_top5,
+                       100 * p.probe_val_top1});
+}
+
 // The three panels; a series without a finite value is left out (gnuplot stops on a plot with no valid point).
 std::string gnuplot_script(const Metrics& m, const std::string& png, const std::string& title) {
     std::vector<std::vector<double>> steps, epochs, knn;
-    for (const StepPoint& p : m.steps) steps.push_back({double(p.iteration), p.loss, p.lr});
-    for (const EpochPoint& p : m.epochs) epochs.push_back({double(p.iteration), p.loss_mean});
-    for (const KnnPoint& p : m.knn)
-        knn.push_back({double(p.iteration), 100 * p.top1, 100 * p.top5, 100 * p.random_top1, 100 * p.random_top5});
+    table_rows(m, steps, epochs, knn);
     const double xmax = std::max(1.0, steps.back()[0]) * 1.03;
     std::ostringstream os;
     os << "set terminal pngcairo size 1200,900 noenhanced font \",10\"\nset output " << gp_quote(png) << "\n";
@@ -203,7 +215,8 @@ std::string gnuplot_script(const Metrics& m, const std::string& png, const std::
     os << "\nset ylabel \"learning rate\"\nset format y \"%.2g\"\nplot "
        << (any_finite(steps, 2) ? "$steps using 1:3 with lines lw 1.5 title \"lr\"" : "1/0 notitle") << "\n";
     os << "set format y \"%g\"\nset xlabel \"iteration\"\nset ylabel \""
-       << (m.validation ? "validation accuracy (%)" : "kNN accuracy (%)") << "\"\nset yrange [0:100]\n"
+       << (m.validation ? "validation accuracy (%)" : any_finite(steps, 3) ? "kNN / probe accuracy (%)" : "kNN accuracy (%)")
+       << "\"\nset yrange [0:100]\n"
        << "set key top left\n";
     const char* knn_series[] = {"trained top-1", "trained top-5", "random init top-1", "random init top-5"};
     const char* val_series[] = {"val top-1", "val top-5", "", ""};
@@ -214,6 +227,10 @@ std::string gnuplot_script(const Metrics& m, const std::string& png, const std::
         plots += str(plots.empty() ? "" : ", ", "$knn using 1:", c + 1, " with linespoints pt ", c <= 2 ? 7 : 6,
                      c <= 2 ? "" : " dt 2", " title \"", series[c - 1], "\"");
     }
+    if (any_finite(steps, 3))
+        plots += str(plots.empty() ? "" : ", ", "$steps using 1:4 with lines lw 1 title \"online probe top-1 (train views)\"");
+    if (any_finite(knn, 5))
+        plots += str(plots.empty() ? "" : ", ", "$knn using 1:6 with points pt 9 ps 2 title \"online probe val top-1\"");
     if (plots.empty())
         os << "set label 1 \"no kNN evaluation in this run\" at graph 0.5, graph 0.5 center\nplot 1/0 notitle\n";
     else
@@ -242,13 +259,19 @@ a2.set_ylabel("learning rate"); a2.grid(True); a2.legend(loc="upper right")
 styles = [("trained top-1", "o-"), ("trained top-5", "s-"), ("random init top-1", "o--"), ("random init top-5", "s--")]
 if d["validation"]:
     styles = [("val top-1", "o-"), ("val top-5", "s-")]
+probe = [r for r in s if r[3] is not None]
+if probe:
+    a3.plot(col(probe, 0), col(probe, 3), "-", lw=1, label="online probe top-1 (train views)")
 if k:
     for i, (label, style) in enumerate(styles):
         a3.plot(col(k, 0), col(k, i + 1), style, label=label)
+    if any(r[5] is not None for r in k):
+        a3.plot(col(k, 0), col(k, 5), "^", ms=9, label="online probe val top-1")
+if k or probe:
     a3.legend(loc="upper left")
 else:
     a3.text(0.5, 0.5, "no kNN evaluation in this run", ha="center", va="center", transform=a3.transAxes)
-a3.set_ylim(0, 100); a3.set_ylabel("validation accuracy (%)" if d["validation"] else "kNN accuracy (%)"); a3.set_xlabel("iteration"); a3.grid(True)
+a3.set_ylim(0, 100); a3.set_ylabel("validation accuracy (%)" if d["validation"] else "kNN / probe accuracy (%)" if probe else "kNN accuracy (%)"); a3.set_xlabel("iteration"); a3.grid(True)
 fig.tight_layout()
 fig.savefig(d["out"], format="png")
 )PY";
@@ -267,10 +290,7 @@ json::Value json_rows(const std::vector<std::vector<double>>& rows) {
 
 std::string matplotlib_input(const Metrics& m, const std::string& png, const std::string& title) {
     std::vector<std::vector<double>> steps, epochs, knn;
-    for (const StepPoint& p : m.steps) steps.push_back({double(p.iteration), p.loss, p.lr});
-    for (const EpochPoint& p : m.epochs) epochs.push_back({double(p.iteration), p.loss_mean});
-    for (const KnnPoint& p : m.knn)
-        knn.push_back({double(p.iteration), 100 * p.top1, 100 * p.top5, 100 * p.random_top1, 100 * p.random_top5});
+    table_rows(m, steps, epochs, knn);
     json::Value d = json::Value::make_object();
     d.set("out", json::Value::make_string(png));
     d.set("title", json::Value::make_string(title));

@@ -3,6 +3,7 @@
 // when gnuplot is absent, with matplotlib run by /usr/bin/python3 (Debian python3-matplotlib). Pre-training calls
 // plot_after_run at its end. The plotters run as child processes; nothing here links a plotting library.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@ namespace sslight::apps {
 struct StepPoint {
     int64_t iteration = 0;
     double loss = 0, lr = 0;
+    double probe_top1 = NAN;  // the online probe's top-1 on the step's augmented views (eval.online_probe)
 };
 struct EpochPoint {
     int64_t iteration = 0;
@@ -23,6 +25,7 @@ struct EpochPoint {
 struct KnnPoint {
     int64_t iteration = 0;
     double top1 = 0, top5 = 0, random_top1 = 0, random_top5 = 0;  // fractions in [0, 1]
+    double probe_val_top1 = NAN;                                   // the online probe on the val images
 };
 // knn holds the "knn" records; a run without them whose "epoch" records carry top1 / top5 (sslight linear and
 // finetune) gets those as its accuracy points instead, with validation set (random init then NaN).
@@ -48,7 +51,8 @@ const char* plotter_name(Plotter p);
 std::string no_plotter_message(const std::string& preference = "auto");
 
 // Draws `m` into `png` (1200 x 900) with `plotter` (not none): loss per step with the epoch means, lr per step,
-// kNN top-1/top-5 of the trained backbone against the random init (or the validation top-1/top-5 per epoch). Throws Error with the plotter's output when it
+// kNN top-1/top-5 of the trained backbone against the random init (or the validation top-1/top-5 per epoch), and
+// when the run had one, the online probe's running top-1 with its final val top-1. Throws Error with the plotter's output when it
 // fails, IoError when `m` has no step to draw.
 void plot_metrics(const Metrics& m, const std::string& png, Plotter plotter, const std::string& title);
 

@@ -179,6 +179,20 @@ TEST_SUITE("cpu") {
         CHECK_FALSE(m.validation);
     }
 
+    TEST_CASE("plot: the online probe's fields are read; absent they are NaN") {
+        const std::string text =
+            "{\"type\":\"step\",\"iteration\":1,\"loss\":2.0,\"lr\":0.1,\"probe_top1\":0.25}\n"
+            "{\"type\":\"step\",\"iteration\":2,\"loss\":1.9,\"lr\":0.1}\n"
+            "{\"type\":\"knn\",\"iteration\":2,\"top1\":0.5,\"top5\":0.9,\"probe_val_top1\":0.4}\n";
+        const Metrics m = parse_metrics(text, "m.jsonl");
+        REQUIRE(m.steps.size() == 2);
+        CHECK(m.steps[0].probe_top1 == doctest::Approx(0.25));
+        CHECK(std::isnan(m.steps[1].probe_top1));
+        REQUIRE(m.knn.size() == 1);
+        CHECK(m.knn[0].probe_val_top1 == doctest::Approx(0.4));
+        CHECK(std::isnan(parse_metrics(synthetic_metrics(), "m").knn[0].probe_val_top1));
+    }
+
     TEST_CASE("plot: a malformed metrics.jsonl is refused with the file and the line") {
         const std::string dir = temp_dir("bad");
         const std::string ok = "{\"type\":\"step\",\"iteration\":1,\"loss\":2.5,\"lr\":0.1}\n";
@@ -226,6 +240,12 @@ TEST_SUITE("cpu") {
                               true};
             plot_metrics(val, dir + "/" + name + "_val.png", p, "validation");
             CHECK(png_size(dir + "/" + name + "_val.png") == std::make_pair(1200u, 900u));
+            // A run with the online probe: its running top-1 and the final val point join the third panel.
+            Metrics probe = m;
+            for (StepPoint& sp : probe.steps) sp.probe_top1 = 0.1 + 0.01 * double(sp.iteration);
+            probe.knn[0].probe_val_top1 = 0.55;
+            plot_metrics(probe, dir + "/" + name + "_probe.png", p, "probe");
+            CHECK(png_size(dir + "/" + name + "_probe.png") == std::make_pair(1200u, 900u));
             ++drawn;
         }
         if (drawn == 0) MESSAGE("no plotter installed: the PNG checks did not run");
