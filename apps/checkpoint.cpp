@@ -139,6 +139,11 @@ TrainPosition load_checkpoint(const std::string& path, ssl::Method& method, opti
         else throw IoError(str(path, ": unexpected tensor '", k, "'"));
     }
     method.load_state_dict(model, true);
+    try {
+        method.check_loaded_state();
+    } catch (const Error& e) {
+        throw IoError(str(path, ": ", e.what()));
+    }
     if (opt) opt->load_state_dict(optim_state);
     if (probe_opt) probe_opt->load_state_dict(probe_state);
     return pos;

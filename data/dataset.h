@@ -62,6 +62,7 @@ private:
 class Sampler {
 public:
     Sampler(int64_t n, int rank, int world, uint64_t seed, bool drop_last, bool shuffle = true);
+    bool drop_last() const { return drop_last_; }
     std::vector<int64_t> epoch_indices(int64_t epoch) const;
     int64_t num_samples() const { return num_samples_; }  // per rank
     int64_t total_size() const { return num_samples_ * world_; }

@@ -86,6 +86,9 @@ public:
     // SPEC.md §5 groups (optim::ssl_param_groups) over the trainable (student) parameters only.
     virtual std::vector<optim::ParamGroup> param_groups(double lr, double weight_decay) = 0;
     virtual models::Backbone& student_backbone() = 0;
+    // After a checkpoint's state was loaded: a value no step could have produced (MoCo's queue pointer outside
+    // the queue) throws Error naming it, before the first step would trip over it.
+    virtual void check_loaded_state() const {}
 
     // The optional online linear probe (ssl/online_probe.h), registered as the child "online_probe": call before
     // the method is moved to its device and before data parallel and the optimizer are built. forward_loss leaves

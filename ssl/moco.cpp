@@ -38,6 +38,12 @@ Tensor MocoV2::encode_key(const Tensor& x) { return l2_normalize(encoder_k->forw
 
 int64_t MocoV2::queue_ptr() const { return static_cast<int64_t>(queue_ptr_.item()); }
 
+void MocoV2::check_loaded_state() const {
+    const int64_t ptr = queue_ptr(), K = queue.size(0);
+    SSL_CHECK_T(IoError, ptr >= 0 && ptr < K, "MoCo: queue_ptr ", ptr, " is outside the queue of ", K,
+                " rows (expected 0 <= queue_ptr < ", K, ")");
+}
+
 Tensor MocoV2::forward_loss(const Views& v, const StepContext&) {
     check_views("MoCo", v);
     const auto [lgg, lgl] = method_loss_weights(config_, v.n_local);

@@ -19,6 +19,7 @@ public:
 
     Tensor forward_loss(const Views& views, const StepContext& ctx) override;
     void after_optimizer_step(const StepContext& ctx) override;
+    void check_loaded_state() const override;  // 0 <= queue_ptr < queue length
     std::vector<optim::ParamGroup> param_groups(double lr, double weight_decay) override;
     models::Backbone& student_backbone() override { return *encoder_q->backbone; }
 
