@@ -363,7 +363,8 @@ const char* builtin_demo_config() {
            "keep = 2\n"
            "[eval]\n"
            "knn_k = 20\n"
-           "knn_temperature = 0.07\n";
+           "knn_temperature = 0.07\n"
+           "online_probe = true  # a linear classifier on the detached student features: \"probe\" in the progress line\n";
 }
 
 }  // namespace sslight::apps

@@ -551,6 +551,11 @@ PretrainResult run_pretrain(const PretrainOptions& options) {
               r.recipe.locals.size(), "x", r.recipe.locals.empty() ? 0 : r.recipe.locals[0].size, " px views, batch ",
               r.cfg.batch_size, ", ", r.cfg.epochs, " epochs x ", r.ipe, " steps, ", r.device.str(), ", output ",
               r.out));
+    const int64_t images = r.ipe * r.cfg.batch_size;  // per epoch
+    if (r.cfg.method.method == "moco" && r.cfg.method.moco_queue * 4 > images)
+        r.log(str("warning: method.moco_queue (", r.cfg.method.moco_queue, ") is over a quarter of the ", images,
+                  " images of an epoch: its negatives include keys of the query's own image from earlier epochs "
+                  "(ImageNet: 65536 of 1.28 M); consider at most ", images / 4));
     g_stop = 0;
     auto old_term = std::signal(SIGTERM, on_stop_signal);
     auto old_usr1 = std::signal(SIGUSR1, on_stop_signal);
