@@ -61,12 +61,14 @@ void add_record(const json::Value& v, std::map<int64_t, StepPoint>& steps, std::
         if (std::isfinite(top1)) val[it] = KnnPoint{it, top1, number_field(v, "top5"), NAN, NAN};
     } else if (t == "knn") {
         const int64_t it = iteration_field(v);
-        knn[it] = KnnPoint{it,
-                           number_field(v, "top1"),
-                           number_field(v, "top5"),
-                           number_field(v, "random_init_top1"),
-                           number_field(v, "random_init_top5"),
-                           number_field(v, "probe_val_top1")};
+        const double probe = knn.count(it) ? knn[it].probe_val_top1 : NAN;  // a "probe" record may come first
+        knn[it] = KnnPoint{it,          number_field(v, "top1"),
+                           number_field(v, "top5"), number_field(v, "random_init_top1"),
+                           number_field(v, "random_init_top5"), probe};
+    } else if (t == "probe") {
+        const int64_t it = iteration_field(v);
+        if (!knn.count(it)) knn[it] = KnnPoint{it, NAN, NAN, NAN, NAN, NAN};
+        knn[it].probe_val_top1 = number_field(v, "val_top1");
     }
 }
 

@@ -1,5 +1,5 @@
-// `sslight plot` (issue 8): reads a run's metrics.jsonl (written by apps/pretrain.cpp: "step", "epoch" and "knn"
-// records) and draws the loss, learning-rate and kNN curves into one PNG with gnuplot (Debian gnuplot-nox) or,
+// `sslight plot` (issue 8): reads a run's metrics.jsonl (written by apps/pretrain.cpp: "step", "epoch", "knn" and
+// "probe" records) and draws the loss, learning-rate and kNN curves into one PNG with gnuplot (Debian gnuplot-nox) or,
 // when gnuplot is absent, with matplotlib run by /usr/bin/python3 (Debian python3-matplotlib). Pre-training calls
 // plot_after_run at its end. The plotters run as child processes; nothing here links a plotting library.
 #pragma once

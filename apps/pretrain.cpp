@@ -488,19 +488,6 @@ void final_knn(Run& r, PretrainResult& res) {
     res.knn_trained_pbn = knn_precise_bn(r, dino ? *dino->teacher->backbone : r.method->student_backbone());
     res.knn_random_pbn = knn_precise_bn(r, fresh->student_backbone());
     res.knn_done = true;
-    if (r.method->online_probe) {  // the probe on the student's eval-mode features of the clean val images
-        ssl::OnlineProbe& probe = *r.method->online_probe;
-        const Tensor va = features_of(r, r.method->student_backbone(), r.data->val);
-        probe.eval();
-        Tensor logits;
-        {
-            NoGradGuard guard;
-            logits = probe.forward(va.to(r.device));
-        }
-        probe.train();
-        const Tensor y = from_vector(r.data->val.labels, {r.data->val.count()});
-        res.probe_val_top1 = double(ssl::count_top1(logits, y)) / double(r.data->val.count());
-    }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     std::vector<std::pair<std::string, double>> fields = {{"iteration", double(r.pos.iteration)},
                                                           {"k", double(r.cfg.knn_k)},
@@ -513,7 +500,7 @@ void final_knn(Run& r, PretrainResult& res) {
                                  {"precise_bn_top1", res.knn_trained_pbn.top1},
                                  {"random_init_precise_bn_top1", res.knn_random_pbn.top1},
                                  {"elapsed_s", secs}});
-    if (r.method->online_probe) fields.push_back({"probe_val_top1", res.probe_val_top1});
+
     if (r.metrics) r.metrics->write("knn", fields);
     std::ostringstream os;
     os << "kNN (k " << r.cfg.knn_k << ", T " << r.cfg.knn_temperature << std::fixed << std::setprecision(1) << ", "
@@ -525,10 +512,25 @@ void final_knn(Run& r, PretrainResult& res) {
        << "kNN with BatchNorm statistics re-estimated on the train images (precise BN, the weights alone): trained "
        << (dino ? "teacher " : "") << "top-1 " << 100 * res.knn_trained_pbn.top1 << "%  |  random init top-1 "
        << 100 * res.knn_random_pbn.top1 << "%";
-    if (r.method->online_probe)
-        os << "\nonline linear probe (trained on the augmented views, student backbone): val top-1 "
-           << 100 * res.probe_val_top1 << "%";
     r.log(os.str());
+}
+
+// The online probe on the student's eval-mode features of the clean val images ("probe" record).
+void final_probe(Run& r, PretrainResult& res) {
+    ssl::OnlineProbe& probe = *r.method->online_probe;
+    const Tensor va = features_of(r, r.method->student_backbone(), r.data->val);
+    probe.eval();
+    Tensor logits;
+    {
+        NoGradGuard guard;
+        logits = probe.forward(va.to(r.device));
+    }
+    probe.train();
+    const Tensor y = from_vector(r.data->val.labels, {r.data->val.count()});
+    res.probe_val_top1 = double(ssl::count_top1(logits, y)) / double(r.data->val.count());
+    if (r.metrics) r.metrics->write("probe", {{"iteration", double(r.pos.iteration)}, {"val_top1", res.probe_val_top1}});
+    r.log(str("online linear probe (trained on the augmented views; student backbone, clean val images): top-1 ",
+              std::round(1000 * res.probe_val_top1) / 10, "%"));
 }
 
 }  // namespace
@@ -580,6 +582,7 @@ PretrainResult run_pretrain(const PretrainOptions& options) {
         else
             r.log("kNN: skipped (no labelled train/val split for an ImageFolder run; use sslight knn)");
     }
+    if (finished && r.pos.iteration == r.total_iters && r.data && r.method->online_probe) final_probe(r, res);
     if (finished && r.root()) r.log(plot_after_run(r.out));
     res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     return res;

@@ -183,13 +183,18 @@ TEST_SUITE("cpu") {
         const std::string text =
             "{\"type\":\"step\",\"iteration\":1,\"loss\":2.0,\"lr\":0.1,\"probe_top1\":0.25}\n"
             "{\"type\":\"step\",\"iteration\":2,\"loss\":1.9,\"lr\":0.1}\n"
-            "{\"type\":\"knn\",\"iteration\":2,\"top1\":0.5,\"top5\":0.9,\"probe_val_top1\":0.4}\n";
+            "{\"type\":\"knn\",\"iteration\":2,\"top1\":0.5,\"top5\":0.9}\n"
+            "{\"type\":\"probe\",\"iteration\":2,\"val_top1\":0.4}\n"
+            "{\"type\":\"probe\",\"iteration\":3,\"val_top1\":0.45}\n";
         const Metrics m = parse_metrics(text, "m.jsonl");
         REQUIRE(m.steps.size() == 2);
         CHECK(m.steps[0].probe_top1 == doctest::Approx(0.25));
         CHECK(std::isnan(m.steps[1].probe_top1));
-        REQUIRE(m.knn.size() == 1);
+        REQUIRE(m.knn.size() == 2);  // a probe record without kNN (eval.knn_at_end off) is a point of its own
         CHECK(m.knn[0].probe_val_top1 == doctest::Approx(0.4));
+        CHECK(m.knn[0].top1 == doctest::Approx(0.5));
+        CHECK(std::isnan(m.knn[1].top1));
+        CHECK(m.knn[1].probe_val_top1 == doctest::Approx(0.45));
         CHECK(std::isnan(parse_metrics(synthetic_metrics(), "m").knn[0].probe_val_top1));
     }
 
