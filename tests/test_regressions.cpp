@@ -29,6 +29,7 @@
 #include "engine/nn/layers.h"
 #include "engine/optim/optimizer.h"
 #include "kernels/augment.h"
+#include "tests/tiny_run.h"
 
 using namespace sslight;
 
@@ -421,30 +422,21 @@ TEST_SUITE("cpu") {
 
     TEST_CASE("checkpoint: MoCo's queue pointer outside the queue is refused at load, naming it") {
         // It used to load and fail only inside the first step's queue update.
-        const apps::EmbeddedData data = apps::generated_digits(16, 4, 7);
-        apps::PretrainOptions o;
-        o.config = apps::parse_config(apps::builtin_demo_config(), "tiny.toml",
-                                      {"run.batch_size=4", "data.global_size=16", "data.local_size=8",
-                                       "data.n_local=1", "data.max_train_samples=24", "method.name=moco",
-                                       "method.moco_hidden_dim=16", "method.moco_dim=8", "method.moco_queue=16",
-                                       "eval.knn_at_end=false", "model.backbone=mobilenet_v2", "model.width_mult=0.25",
-                                       "train.max_steps=1"});
-        o.out_dir = tmp_path("moco_ptr");
-        o.data = &data;
-        o.progress = 0;
-        const apps::PretrainResult first = apps::run_pretrain(o);
+        apps::PretrainConfig c = test::tiny_config({"method.name=moco", "method.moco_hidden_dim=16",
+                                                    "method.moco_dim=8", "method.moco_queue=16", "train.max_steps=1"});
+        const std::string out = tmp_path("moco_ptr");
+        const apps::PretrainResult first = test::run_tiny(c, out, false);
         REQUIRE(first.iterations == 1);
-        o.resume = true;
-        o.config.max_steps = 2;
+        c.max_steps = 2;
         for (const int64_t bad : {int64_t(16), int64_t(-4), int64_t(1) << 40}) {
             rewrite(first.last_checkpoint, "model.queue_ptr", "", from_vector(std::vector<int64_t>{bad}, Shape{}));
-            const std::string e = error_of([&] { apps::run_pretrain(o); });
+            const std::string e = error_of([&] { test::run_tiny(c, out, true); });
             CHECK_MESSAGE(contains(e, str("MoCo: queue_ptr ", bad, " is outside the queue of 16 rows")), e);
             CHECK(contains(e, first.last_checkpoint));
         }
         rewrite(first.last_checkpoint, "model.queue_ptr", "", from_vector(std::vector<int64_t>{4}, Shape{}));
-        CHECK(apps::run_pretrain(o).iterations == 2);  // an in-range pointer still resumes
-        CHECK(std::system(("rm -rf '" + o.out_dir + "'").c_str()) == 0);
+        CHECK(test::run_tiny(c, out, true).iterations == 2);  // an in-range pointer still resumes
+        CHECK(std::system(("rm -rf '" + out + "'").c_str()) == 0);
     }
 
     TEST_CASE("ImageFolder: an index cache unlike what save_cache writes for the tree is rebuilt, never used") {
