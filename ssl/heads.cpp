@@ -103,6 +103,9 @@ std::pair<double, double> method_loss_weights(const MethodConfig& c, int n_local
                     "MethodConfig: set both lambda_gg and lambda_gl or neither");
         return {c.lambda_gg, c.lambda_gl};
     }
+    // Without locals the global-global pairs are the whole loss (SSLight's fixed 0.4 would only scale it down,
+    // which for SGD is a 0.4x learning rate).
+    if (n_local == 0) return {1.0, 0.0};
     const data::Method m = c.method == "dino" ? data::Method::dino
                          : c.method == "swav" ? data::Method::swav : data::Method::moco;
     data::ViewRecipe r = data::make_recipe(m, is_vit(c.backbone) ? data::Arch::vit : data::Arch::cnn, c.sslight);

@@ -105,7 +105,8 @@ std::shared_ptr<Method> make_method(const MethodConfig& config);
 
 // Helpers shared by the methods (ssl/heads.cpp).
 bool is_vit(const std::string& backbone);
-// (λ_gg, λ_gl): the config's when set, else data::loss_weights of the method's recipe with n_local locals.
+// (λ_gg, λ_gl): the config's when set, else data::loss_weights of the method's recipe with n_local locals, and
+// (1, 0) without locals.
 std::pair<double, double> method_loss_weights(const MethodConfig& config, int n_local);
 // Checks the views' layout (groups, batch, shapes, n_global == 2 where required) and names the method.
 void check_views(const char* method, const Views& views);

@@ -180,6 +180,10 @@ TEST_SUITE("cpu") {
         bad.lambda_gg = 0.5;
         CHECK_THROWS_AS(make(bad)->forward_loss(views(1, 1), ctx_at(0)), ConfigError);
         CHECK(method_loss_weights(small_config("dino"), 6).first == doctest::Approx(1.0 / 7));
+        // Without locals the gg pairs carry the whole loss in both recipes (SSLight's 0.4 once scaled it down).
+        for (bool sslight : {false, true})
+            CHECK(method_loss_weights(small_config("moco", sslight), 0) == std::make_pair(1.0, 0.0));
+        CHECK(method_loss_weights(small_config("moco", true), 2) == std::make_pair(0.4, 0.6));
         MethodConfig vit = small_config("dino");
         vit.backbone = "vit_tiny";
         CHECK(method_loss_weights(vit, 10).first == doctest::Approx(1.0 / 11));
