@@ -256,18 +256,9 @@ TEST_SUITE("cpu") {
         PretrainResult q =
             run_tiny(tiny_config({"train.max_steps=6", "run.epochs=2", "data.max_train_samples=16"}), two, true);
         CHECK(q.iterations == 6);
+        CHECK(check_same_checkpoint(list_checkpoints(one).back(), list_checkpoints(two).back()).size() >
+              100);  // student, teacher, centre, optimizer buffers
         io::TensorMap a = io::load_safetensors(list_checkpoints(one).back());
-        io::TensorMap b = io::load_safetensors(list_checkpoints(two).back());
-        REQUIRE(a.size() == b.size());
-        int64_t compared = 0;
-        for (auto& [k, v] : a) {
-            INFO(k);
-            REQUIRE(b.count(k) == 1);
-            if (v.dtype() != DType::f32) continue;
-            CHECK(v.to_vector<float>() == b.at(k).to_vector<float>());
-            ++compared;
-        }
-        CHECK(compared > 100);  // student, teacher, centre, optimizer buffers
         // A different run must differ (the comparison can fail).
         const std::string three = temp_dir("other");
         run_tiny(tiny_config({"train.max_steps=6", "run.epochs=2", "data.max_train_samples=16", "run.seed=1"}), three,

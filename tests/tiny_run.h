@@ -7,6 +7,8 @@
 #include "apps/config.h"
 #include "apps/embedded_data.h"
 #include "apps/pretrain.h"
+#include "doctest/doctest.h"
+#include "engine/io/safetensors.h"
 
 namespace sslight::test {
 
@@ -44,6 +46,23 @@ inline apps::PretrainResult run_tiny(const apps::PretrainConfig& c, const std::s
     o.data = &tiny_data();
     o.progress = 0;
     return apps::run_pretrain(o);
+}
+
+// Two checkpoints hold the same tensors and every f32 one is bit-identical (doctest CHECKs, naming the key);
+// returns the f32 keys compared.
+inline std::vector<std::string> check_same_checkpoint(const std::string& path_a, const std::string& path_b) {
+    io::TensorMap a = io::load_safetensors(path_a);
+    io::TensorMap b = io::load_safetensors(path_b);
+    REQUIRE(a.size() == b.size());
+    std::vector<std::string> compared;
+    for (auto& [k, v] : a) {
+        INFO(k);
+        REQUIRE(b.count(k) == 1);
+        if (v.dtype() != DType::f32) continue;
+        CHECK(v.to_vector<float>() == b.at(k).to_vector<float>());
+        compared.push_back(k);
+    }
+    return compared;
 }
 
 }  // namespace sslight::test
