@@ -138,14 +138,14 @@ TrainPosition load_checkpoint(const std::string& path, ssl::Method& method, opti
         else if (k.rfind("probe_optim.", 0) == 0) probe_state[k.substr(12)] = t;
         else throw IoError(str(path, ": unexpected tensor '", k, "'"));
     }
-    method.load_state_dict(model, true);
-    try {
+    try {  // every refusal below names the file
+        method.load_state_dict(model, true);
         method.check_loaded_state();
+        if (opt) opt->load_state_dict(optim_state);
+        if (probe_opt) probe_opt->load_state_dict(probe_state);
     } catch (const Error& e) {
         throw IoError(str(path, ": ", e.what()));
     }
-    if (opt) opt->load_state_dict(optim_state);
-    if (probe_opt) probe_opt->load_state_dict(probe_state);
     return pos;
 }
 

@@ -1,6 +1,7 @@
 // CUDA fill, cast and axpy: grid-stride loops, one element per thread per iteration, f32 arithmetic.
 #include "kernels/basic.h"
 #include "kernels/common.cuh"
+#include "kernels/saturate.h"
 
 namespace sslight::kernels::SSL_GPU_NS {
 namespace {
@@ -12,11 +13,11 @@ __device__ __forceinline__ float conv<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ __nv_bfloat16 conv<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 template <>
-__device__ __forceinline__ int32_t conv<int32_t>(float v) { return static_cast<int32_t>(v); }
+__device__ __forceinline__ int32_t conv<int32_t>(float v) { return saturate_int<int32_t>(v); }
 template <>
-__device__ __forceinline__ int64_t conv<int64_t>(float v) { return static_cast<int64_t>(v); }
+__device__ __forceinline__ int64_t conv<int64_t>(float v) { return saturate_int<int64_t>(v); }
 template <>
-__device__ __forceinline__ uint8_t conv<uint8_t>(float v) { return static_cast<uint8_t>(v); }
+__device__ __forceinline__ uint8_t conv<uint8_t>(float v) { return saturate_int<uint8_t>(v); }
 
 __device__ __forceinline__ float as_f32(float v) { return v; }
 __device__ __forceinline__ float as_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -39,7 +40,10 @@ __global__ void cast_kernel(const S* src, D* dst, int64_t n) {
 template <class S, class D>
 __global__ void cast_int_kernel(const S* src, D* dst, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = static_cast<D>(src[i]);
+        if constexpr (std::is_integral<S>::value && std::is_integral<D>::value)
+            dst[i] = saturate_int<D>(src[i]);
+        else
+            dst[i] = static_cast<D>(src[i]);  // instantiated by launch_cast for every pair, only launched for ints
 }
 __global__ void cast_f64_f32_kernel(const double* src, float* dst, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)

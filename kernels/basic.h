@@ -8,7 +8,8 @@ namespace sslight::kernels {
 // out[i] = value, out: (n)
 template <class T>
 void fill_cpu(T* out, int64_t n, double value);
-// dst[i] = (DstT) src[i]: (n). Float->int truncates toward zero like a C cast.
+// dst[i] = (DstT) src[i]: (n). To an integer type: truncation toward zero, NaN -> 0, out-of-range values clamped
+// to the type's min / max (kernels/saturate.h; the CUDA cast follows the same rules).
 void cast_cpu(const void* src, DType src_t, void* dst, DType dst_t, int64_t n);
 // y[i] += alpha * x[i]: (n)
 template <class T>

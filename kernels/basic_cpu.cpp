@@ -1,15 +1,20 @@
 // CPU implementation (and reference) of the basic kernels: fill, cast, axpy.
 #include <cmath>
+#include <type_traits>
 
 #include "engine/check.h"
 #include "kernels/basic.h"
+#include "kernels/saturate.h"
 
 namespace sslight::kernels {
 namespace {
 
 template <class T>
 T from_double(double v) {
-    return static_cast<T>(v);
+    if constexpr (std::is_integral<T>::value)
+        return saturate_int<T>(v);
+    else
+        return static_cast<T>(v);
 }
 template <>
 bf16 from_double<bf16>(double v) {
@@ -27,7 +32,12 @@ double to_double<bf16>(bf16 v) {
 template <class S, class D>
 void cast_loop(const S* s, D* d, int64_t n) {
 #pragma omp parallel for if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) d[i] = from_double<D>(to_double(s[i]));
+    for (int64_t i = 0; i < n; ++i) {
+        if constexpr (std::is_integral<S>::value && std::is_integral<D>::value)
+            d[i] = saturate_int<D>(s[i]);  // exact for i64 beyond 2^53
+        else
+            d[i] = from_double<D>(to_double(s[i]));
+    }
 }
 
 template <class S>

@@ -4,6 +4,7 @@
 // compiler plus the SIMT emulator (SSLIGHT_EMU defined, SSL_GPU_NS = emu).
 #pragma once
 #include "kernels/common.h"
+#include "kernels/saturate.h"
 
 #ifdef SSLIGHT_EMU
 #include "emu/emu.h"
@@ -18,6 +19,7 @@
 #define SSL_GPU_NS cuda
 #endif
 
+#include <type_traits>
 #include <utility>
 
 namespace sslight::kernels::SSL_GPU_NS {
@@ -64,7 +66,10 @@ inline const dev_t<T>* dev_ptr(const T* p) {
 // Host-side conversion of a launch argument to a device storage type.
 template <class D>
 inline D host_convert(double v) {
-    return static_cast<D>(v);
+    if constexpr (std::is_integral<D>::value)
+        return saturate_int<D>(v);
+    else
+        return static_cast<D>(v);
 }
 template <>
 inline __nv_bfloat16 host_convert<__nv_bfloat16>(double v) {

@@ -36,7 +36,7 @@ MocoV2::MocoV2(const MethodConfig& c) : Method("MoCoV2"), config_(c) {
 Tensor MocoV2::encode_query(const Tensor& x) { return l2_normalize(encoder_q->forward_groups({x})); }
 Tensor MocoV2::encode_key(const Tensor& x) { return l2_normalize(encoder_k->forward_groups({x})); }
 
-int64_t MocoV2::queue_ptr() const { return static_cast<int64_t>(queue_ptr_.item()); }
+int64_t MocoV2::queue_ptr() const { return queue_ptr_.data<int64_t>()[0]; }  // host buffer, exact (no double)
 
 void MocoV2::check_loaded_state() const {
     const int64_t ptr = queue_ptr(), K = queue.size(0);

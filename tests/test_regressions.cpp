@@ -428,12 +428,18 @@ TEST_SUITE("cpu") {
         const apps::PretrainResult first = test::run_tiny(c, out, false);
         REQUIRE(first.iterations == 1);
         c.max_steps = 2;
-        for (const int64_t bad : {int64_t(16), int64_t(-4), int64_t(1) << 40}) {
+        for (const int64_t bad : {int64_t(16), int64_t(-4), int64_t(1) << 40, INT64_MAX, INT64_MIN}) {
             rewrite(first.last_checkpoint, "model.queue_ptr", "", from_vector(std::vector<int64_t>{bad}, Shape{}));
             const std::string e = error_of([&] { test::run_tiny(c, out, true); });
             CHECK_MESSAGE(contains(e, str("MoCo: queue_ptr ", bad, " is outside the queue of 16 rows")), e);
             CHECK(contains(e, first.last_checkpoint));
         }
+        // A float where the integer pointer belongs is named, not converted (1e30 -> int64 was undefined behaviour,
+        // found by fuzz.checkpoint).
+        rewrite(first.last_checkpoint, "model.queue_ptr", "", from_vector(std::vector<float>{1e30f}, Shape{}));
+        const std::string e = error_of([&] { test::run_tiny(c, out, true); });
+        CHECK_MESSAGE(contains(e, "dtype mismatch for queue_ptr: got f32, expected i64"), e);
+        CHECK(contains(e, first.last_checkpoint));
         rewrite(first.last_checkpoint, "model.queue_ptr", "", from_vector(std::vector<int64_t>{4}, Shape{}));
         CHECK(test::run_tiny(c, out, true).iterations == 2);  // an in-range pointer still resumes
         CHECK(std::system(("rm -rf '" + out + "'").c_str()) == 0);

@@ -2,6 +2,8 @@
 // (fill, cast, axpy) emulated against the CPU reference; the same on the GPU where one is present.
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <limits>
 #include <sstream>
 
 #include "engine/autograd.h"
@@ -61,6 +63,23 @@ TEST_SUITE("cpu") {
         CHECK(bf16::to_float(bf16::from_float(1.01171875f)) == 1.015625f);  // tie rounds up to even
     }
 
+    // A corrupt checkpoint or a diverged run can hand NaN or 1e30 to a cast (the fuzzer found a checkpoint whose f32
+    // tensor loaded into an i64 buffer did); a C cast of those is undefined behaviour, ours clamps.
+    TEST_CASE("casts to integers are defined for NaN, infinities and out-of-range values") {
+        const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+        Tensor t = from_vector(std::vector<float>{nan, inf, -inf, 1e30f, -1e30f, 3e9f, -2.9f, 255.9f, 300.0f}, {9});
+        CHECK(t.to(DType::i32).to_vector<int32_t>() ==
+              std::vector<int32_t>{0, INT32_MAX, INT32_MIN, INT32_MAX, INT32_MIN, INT32_MAX, -2, 255, 300});
+        CHECK(t.to(DType::i64).to_vector<int64_t>() ==
+              std::vector<int64_t>{0, INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN, 3000000000LL, -2, 255, 300});
+        CHECK(t.to(DType::u8).to_vector<uint8_t>() == std::vector<uint8_t>{0, 255, 0, 255, 0, 255, 0, 255, 255});
+        CHECK(t.to(DType::f64).to(DType::i64).to_vector<int64_t>() == t.to(DType::i64).to_vector<int64_t>());
+        Tensor big = from_vector(std::vector<int64_t>{-5, 70000, (int64_t(1) << 53) + 1, INT64_MIN}, {4});
+        CHECK(big.to(DType::u8).to_vector<uint8_t>() == std::vector<uint8_t>{0, 255, 255, 0});
+        CHECK(big.to(DType::i32).to_vector<int32_t>() == std::vector<int32_t>{-5, 70000, INT32_MAX, INT32_MIN});
+        CHECK(full({2}, 1e12, DType::i32).to_vector<int32_t>() == std::vector<int32_t>{INT32_MAX, INT32_MAX});
+    }
+
     TEST_CASE("data<T> checks the dtype, devices validate") {
         Tensor t = zeros({2});
         CHECK_THROWS_AS(t.data<double>(), DTypeError);
@@ -109,6 +128,35 @@ TEST_SUITE("emu") {
         std::vector<int32_t> refi(n);
         kernels::cast_cpu(x.data(), DType::f32, refi.data(), DType::i32, n);
         CHECK(di.to_vector() == refi);
+
+        // The edge cases of kernels/saturate.h give the same bits as the CPU cast, float and integer sources.
+        const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+        std::vector<float> edge = {nan, inf, -inf, 1e30f, -1e30f, 3e9f, -2.9f, 255.9f, 300.0f, -0.5f};
+        emu::Buffer<float> de(edge);
+        emu::Buffer<int32_t> de32(edge.size());
+        emu::Buffer<int64_t> de64(edge.size());
+        emu::Buffer<uint8_t> de8(edge.size());
+        const int64_t ne = int64_t(edge.size());
+        kernels::emu::cast(de.data(), DType::f32, de32.data(), DType::i32, ne, nullptr);
+        kernels::emu::cast(de.data(), DType::f32, de64.data(), DType::i64, ne, nullptr);
+        kernels::emu::cast(de.data(), DType::f32, de8.data(), DType::u8, ne, nullptr);
+        std::vector<int32_t> r32(edge.size());
+        std::vector<int64_t> r64(edge.size());
+        std::vector<uint8_t> r8(edge.size());
+        kernels::cast_cpu(edge.data(), DType::f32, r32.data(), DType::i32, ne);
+        kernels::cast_cpu(edge.data(), DType::f32, r64.data(), DType::i64, ne);
+        kernels::cast_cpu(edge.data(), DType::f32, r8.data(), DType::u8, ne);
+        CHECK(de32.to_vector() == r32);
+        CHECK(de64.to_vector() == r64);
+        CHECK(de8.to_vector() == r8);
+        std::vector<int64_t> ints = {-5, 70000, INT64_MAX, INT64_MIN, 255, 256};
+        emu::Buffer<int64_t> dints(ints);
+        emu::Buffer<uint8_t> dn8(ints.size());
+        kernels::emu::cast(dints.data(), DType::i64, dn8.data(), DType::u8, int64_t(ints.size()), nullptr);
+        std::vector<uint8_t> rn8(ints.size());
+        kernels::cast_cpu(ints.data(), DType::i64, rn8.data(), DType::u8, int64_t(ints.size()));
+        CHECK(dn8.to_vector() == rn8);
+        CHECK(rn8 == std::vector<uint8_t>{0, 255, 255, 0, 255, 255});
     }
 }
 #endif
@@ -122,6 +170,11 @@ TEST_SUITE("gpu") {
         expect_close(xg.to(Device::cpu()), x, {0, 0}, "round trip");
         expect_close(full({33}, -2.0, DType::f32, g).to(Device::cpu()), full({33}, -2.0), {0, 0}, "fill");
         expect_close(xg.to(DType::bf16).to(Device::cpu()), x.to(DType::bf16), {0, 0}, "cast bf16");
+        const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+        Tensor edge = from_vector(std::vector<float>{nan, inf, -inf, 1e30f, -2.9f, 300.0f}, {6});
+        for (DType d : {DType::i32, DType::i64, DType::u8})
+            CHECK(edge.to(g).to(d).to(Device::cpu()).to(DType::f64).to_vector<double>() ==
+                  edge.to(d).to(DType::f64).to_vector<double>());
         Tensor acc = accumulate(xg.clone(), xg);
         expect_close(acc.to(Device::cpu()), accumulate(x.clone(), x), tol_gpu_f32(), "accumulate");
     }

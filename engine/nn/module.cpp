@@ -129,6 +129,11 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
         } else if (it->second.shape() != t->shape()) {
             problems += str("\n  shape mismatch for ", name, ": got ", shape_str(it->second.shape()), ", expected ",
                             shape_str(t->shape()));
+        } else if (is_floating(it->second.dtype()) != is_floating(t->dtype())) {
+            // f32 <-> bf16 <-> f64 converts on load; a float where an integer (a step count, a queue pointer)
+            // belongs, or the other way round, is a different tensor.
+            problems += str("\n  dtype mismatch for ", name, ": got ", dtype_name(it->second.dtype()), ", expected ",
+                            dtype_name(t->dtype()));
         }
     }
     if (strict)

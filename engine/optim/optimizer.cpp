@@ -175,7 +175,8 @@ void Optimizer::load_state_dict(const nn::StateDict& state) {
         const Tensor& p = *groups_[ij.first].params[ij.second];
         ParamState& st = state_[ij.first][ij.second];
         st.live = true;
-        st.step = static_cast<int64_t>(state.at(key_of(ij.first, ij.second, "step")).item());
+        // Read as an integer: through double, a count near 2^63 would be an undefined double -> int64 cast.
+        st.step = state.at(key_of(ij.first, ij.second, "step")).to(DType::i64).to_vector<int64_t>()[0];
         for (const std::string& n : names)
             st.buffers.push_back(state_copy(state.at(key_of(ij.first, ij.second, n)), p));
     }
