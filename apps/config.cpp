@@ -81,6 +81,7 @@ std::vector<Field> fields(PretrainConfig& c) {
         F("data.n_local", Kind::i32, &c.n_local, -1, 64),
         F("data.global_scale", Kind::pair, &c.global_scale, 1e-6, 1),
         F("data.local_scale", Kind::pair, &c.local_scale, 1e-6, 1),
+        F("data.flip_p", Kind::f64_auto, &c.flip_p, 0, 1),
         F("data.num_threads", Kind::i32, &c.num_threads, 0, 1024, {}, false),
         F("data.max_train_samples", Kind::i64, &c.max_train_samples, 0, kBig),
         F("optim.optimizer", Kind::text, &c.optimizer, 0, 0, {"lars", "adamw", "sgd"}),

@@ -3,6 +3,7 @@
 // out-of-range value throws ConfigError naming the file (or "--set"), the key and what was expected, before
 // anything runs. Defaults are the SPEC.md §4-5 values of DINO on ResNet18. No tensors, no gradients.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@ struct PretrainConfig {
     int global_size = 0, local_size = 0;  // 0: the recipe's (224 / 96 or 128)
     int n_local = -1;                     // -1: the recipe's
     std::vector<double> global_scale, local_scale;  // empty: the recipe's; else [lo, hi]
+    double flip_p = std::nan("");         // horizontal-flip probability of every view; nan: the recipe's (0.5)
     int num_threads = 0;
     int64_t max_train_samples = 0;        // 0: all (embedded: 4000)
     // optimisation (SPEC.md §5)

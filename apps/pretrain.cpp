@@ -218,6 +218,11 @@ data::ViewRecipe recipe_of(const PretrainConfig& c) {
         resize(v, c.local_size);
         if (!c.local_scale.empty()) v.scale_lo = c.local_scale[0], v.scale_hi = c.local_scale[1];
     }
+    // Horizontal flips teach invariance to mirroring: right for photographs, wrong for digits (a mirrored 2 or 3
+    // is not a digit); data.flip_p = 0 turns them off for every view.
+    if (!std::isnan(c.flip_p))
+        for (auto* views : {&r.globals, &r.locals})
+            for (auto& v : *views) v.flip_p = c.flip_p;
     if (std::isfinite(c.method.lambda_gg)) r.lambda_gg = c.method.lambda_gg;
     data::validate(r);
     return r;

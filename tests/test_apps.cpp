@@ -116,6 +116,20 @@ TEST_SUITE("cpu") {
         CHECK(contains(relation, "my.toml: optim.final_lr (0.2) must not exceed optim.base_lr (0.1)"));
     }
 
+    TEST_CASE("config: data.flip_p sets every view's flip probability; unset keeps the recipe's 0.5") {
+        const data::ViewRecipe def = recipe_of(parse_config("", "f.toml"));
+        for (int v = 0; v < def.num_views(); ++v) CHECK(def.view(v).flip_p == 0.5);
+        const PretrainConfig off = parse_config("[data]\nflip_p = 0\n", "f.toml");
+        const data::ViewRecipe r = recipe_of(off);
+        REQUIRE(r.num_views() == def.num_views());
+        for (int v = 0; v < r.num_views(); ++v) CHECK(r.view(v).flip_p == 0);
+        CHECK(recipe_of(parse_config("", "f.toml", {"data.flip_p=0.25", "data.n_local=3"})).locals[2].flip_p == 0.25);
+        CHECK(config_hash(off) != config_hash(parse_config("", "f.toml")));  // a checkpoint of one is not the other's
+        CHECK(canonical_text(parse_config(canonical_text(off), "back.toml")) == canonical_text(off));
+        CHECK(contains(error_of([] { parse_config("[data]\nflip_p = 1.5\n", "f.toml"); }),
+                       "key 'data.flip_p' expects a number in [0, 1] or nan (the recipe's), got 1.5"));
+    }
+
     TEST_CASE("config: --set overrides use the same rules") {
         PretrainConfig c =
             parse_config("[run]\nepochs = 30\n", "s.toml",
