@@ -42,10 +42,10 @@ add_engine_test(plot_profile LABELS cpu gpu LIBS sslight_apps)
 add_engine_test(bench_cmd LABELS cpu gpu LIBS sslight_apps)
 add_engine_test(online_probe LABELS cpu LIBS sslight_apps)
 # Convergence on the real digits (issue 6; tests/test_convergence.cpp): label `convergence` only, so the sanitized
-# pass (cpu|emu) leaves it out; one entry per asserted method (MoCo-v2 so far), so ctest -j runs them side by side.
+# pass (cpu|emu) leaves it out; one entry per method, so ctest -j runs them side by side.
 add_engine_test(convergence LIBS sslight_apps)
 if(TARGET test_convergence)
-  foreach(method moco)
+  foreach(method moco dino swav)
     add_test(NAME convergence.${method} COMMAND test_convergence --test-suite=convergence --test-case=*${method}*)
     set_tests_properties(convergence.${method} PROPERTIES LABELS convergence TIMEOUT 900
                          ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
