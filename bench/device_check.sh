@@ -78,6 +78,13 @@ for b in "$build"/bench/bench_*; do
     echo "== $(basename "$b")"
     timeout "${BENCH_TIMEOUT_S:-25}" "$b" 2>&1 | tee "$out/$(basename "$b").txt" | tail -40
 done
+# The SSL loss rows against PyTorch on this GPU (issue 6; bench/ssl_losses_torch.py re-runs bench_ssl_losses
+# --gpu-only itself). At most 60 s; SSL_LOSSES_TORCH=0 skips it.
+if [[ "${SSL_LOSSES_TORCH:-1}" == 1 ]]; then
+    stamp "SSL losses vs PyTorch"
+    PYTHONUNBUFFERED=1 timeout 60 "$py" bench/ssl_losses_torch.py --device cuda \
+        --bin "$build/bench/bench_ssl_losses" 2>&1 | tee "$out/ssl_losses_torch.txt"
+fi
 # `sslight bench` (issue 9, apps/bench_cmd.h): the six SPEC rows through the binary itself (pretrain's setup from the
 # row's config, synthetic views through the loader's device path), batch 128, f32 (--dtype bf16 is refused until the
 # engine has mixed precision), SSLIGHT_BENCH_STEPS (default 10) after 2 warm-up, one JSON per row. At most
@@ -129,5 +136,6 @@ nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1
 [[ -f "$out/ctest_gpu.log" ]] && grep -E "tests passed|tests failed|Failed|Not Run|\*\*\*" "$out/ctest_gpu.log" | tail -20
 [[ -f "$ts_log" ]] && { grep "^train-step " "$ts_log" || echo "train-step: no result (see $ts_log)"; }
 [[ -f "$sb_dir/summary.txt" ]] && cat "$sb_dir/summary.txt"
+[[ -f "$out/ssl_losses_torch.txt" ]] && grep -E "^gpu |^#" "$out/ssl_losses_torch.txt"
 echo "gpu ctest exit code: $gpu_rc; total $(($(date +%s) - t0)) s; logs in $out/"
 exit $gpu_rc
